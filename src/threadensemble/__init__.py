@@ -1,0 +1,39 @@
+"""threadensemble: ensembles of stochastic simulations on threads.
+
+One expensive model is built once and shared read-only by every worker thread; the small mutable
+state is deep-copied once per thread; each realization draws from its own reproducible RNG
+streams; results come back as one `xarray.Dataset` or one NetCDF file per realization.
+"""
+
+from ._context import cancelled, current_realization
+from ._engine import simulate_ensemble
+from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
+from ._netcdf import netcdf_lock
+from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
+from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
+from ._spec import ModelSpec
+from ._store import open_ensemble
+
+__version__ = runtime_info().threadensemble
+
+__all__ = [
+    "EnsembleError",
+    "InconsistentRealizationError",
+    "ModelSpec",
+    "OutputDirError",
+    "RuntimeInfo",
+    "ThreadLocalGenerator",
+    "WorkerInitError",
+    "__version__",
+    "cancelled",
+    "current_realization",
+    "get_rng",
+    "gil_enabled",
+    "is_free_threaded_build",
+    "netcdf_lock",
+    "open_ensemble",
+    "reseed",
+    "rng",
+    "runtime_info",
+    "simulate_ensemble",
+]

@@ -1,0 +1,197 @@
+"""The command line: ``threadensemble demo | run | info`` (also ``python -m threadensemble``)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from ._errors import EnsembleError, OutputDirError, WorkerInitError
+from ._netcdf import read_realization, realization_files
+from ._runtime import runtime_info
+from ._spec import ModelSpec
+from ._store import MANIFEST_NAME, read_manifest
+from .examples import EXAMPLES
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """Bad input on the command line: reported in one line, exit status 2."""
+
+
+def load_factory(target: str) -> Any:
+    """Return the factory named ``MODULE:FACTORY`` (or an example's short name)."""
+    target = EXAMPLES.get(target, target)
+    module_name, sep, attribute = target.partition(":")
+    if not sep or not module_name or not attribute:
+        raise CommandError(
+            f"model must be MODULE:FACTORY or one of {sorted(EXAMPLES)}, got {target!r}"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandError(f"cannot import {module_name!r}: {exc}") from exc
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise CommandError(f"{module_name!r} has no callable {attribute!r}")
+    return factory
+
+
+def _parse_params(items: Sequence[str]) -> dict[str, Any]:
+    params = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise CommandError(f"--param must be NAME=VALUE, got {item!r}")
+        try:
+            params[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            params[name] = text
+    return params
+
+
+def build_spec(target: str, params: Sequence[str] = ()) -> ModelSpec:
+    """Build the model of ``target`` with ``NAME=VALUE`` factory parameters."""
+    factory = load_factory(target)
+    try:
+        spec = factory(**_parse_params(params))
+    except TypeError as exc:
+        raise CommandError(f"{target}: {exc}") from exc
+    if not isinstance(spec, ModelSpec):
+        raise CommandError(
+            f"{target} returned {type(spec).__name__}, not a threadensemble.ModelSpec"
+        )
+    return spec
+
+
+def _summary(ens: xr.Dataset) -> str:
+    lines = [f"  dims: {dict(ens.sizes)}"]
+    for name, var in ens.data_vars.items():
+        values = var.values
+        if values.dtype.kind in "fiu":
+            lines.append(
+                f"  {name}: mean {values.mean():.4g}, spread between realizations "
+                f"{var.mean([d for d in var.dims if d != 'realization']).std().item():.4g}"
+            )
+    return "\n".join(lines)
+
+
+def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
+    info = runtime_info()
+    print(f"{spec.description or spec.simulate.__qualname__}")
+    print(f"{info.describe()}, {info.cpu_count} CPUs")
+    start = time.perf_counter()
+    ens = spec.run(
+        args.n,
+        n_workers=args.jobs,
+        seed=args.seed,
+        output_dir=args.output,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        retries=args.retries,
+    )
+    elapsed = time.perf_counter() - start
+    files = len(realization_files(Path(args.output)))
+    print(
+        f"{ens.sizes['realization']} realizations in {elapsed:.2f} s, "
+        f"{files} files in {args.output}/"
+    )
+    print(_summary(ens))
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise CommandError(f"no such directory: {str(directory)!r}")
+    manifest = read_manifest(directory)
+    files = realization_files(directory)
+    print(f"ensemble directory {directory}/")
+    if manifest is None:
+        print(f"  no {MANIFEST_NAME}: not written by threadensemble")
+    else:
+        config = manifest["config"]
+        n = int(config["n_realizations"])
+        missing = sorted(set(range(n)) - files.keys())
+        print(f"  model: {config['simulate']} (state injected as {config['inject']!r})")
+        print(f"  seed: {config['seed'] or config['seed_scheme']}, run {manifest['digest']}")
+        print(
+            f"  realizations: {len(files)} of {n} done, {len(missing)} missing, "
+            f"{len(manifest['failed'])} failed in the last run"
+        )
+        for k, error in manifest["failed"].items():
+            print(f"    failed {k}: {error}")
+    if files:
+        first = read_realization(next(iter(files.values())))
+        for name, var in first.data_vars.items():
+            print(f"  variable {name}{var.dims}: {var.dtype}, shape {var.shape}")
+        size = sum(p.stat().st_size for p in files.values())
+        print(f"  {len(files)} files, {size / 1e6:.1f} MB")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threadensemble", description="Run and inspect ensembles of stochastic simulations."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_run_options(p: argparse.ArgumentParser, n: int, output: str | None) -> None:
+        p.add_argument("-n", type=int, default=n, help=f"realizations (default {n})")
+        p.add_argument(
+            "-j", "--jobs", type=int, default=None, help="worker threads (default: CPUs)"
+        )
+        p.add_argument("--seed", type=int, default=1, help="run seed (default 1)")
+        p.add_argument(
+            "-o",
+            "--output",
+            default=output,
+            required=output is None,
+            help="output directory, one NetCDF file per realization"
+            + (f" (default {output})" if output else ""),
+        )
+        p.add_argument("--overwrite", action="store_true", help="replace another run's files")
+        p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    demo = commands.add_parser("demo", help="run the built-in weather generator example")
+    add_run_options(demo, 16, "threadensemble-demo")
+    run = commands.add_parser("run", help="run a model built by MODULE:FACTORY")
+    run.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")
+    run.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="factory parameter (repeatable)",
+    )
+    add_run_options(run, 10, None)
+    info = commands.add_parser("info", help="summarise an ensemble directory")
+    info.add_argument("directory")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            return _run(build_spec("weather"), args)
+        if args.command == "run":
+            return _run(build_spec(args.model, args.param), args)
+        return _info(args)
+    except (CommandError, TypeError, ValueError, OutputDirError, WorkerInitError) as exc:
+        print(f"threadensemble: error: {exc}", file=sys.stderr)
+        return 2
+    except EnsembleError as exc:
+        print(f"threadensemble: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,203 @@
+"""Validation of `simulate_ensemble`'s arguments into one immutable run configuration.
+
+Everything a user can get wrong is checked here, in the calling thread, before any worker thread
+starts or any file is touched; each error names the bad value and the rule it breaks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from numbers import Integral
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
+from ._runtime import available_cpus, runtime_info
+from ._state import check_copyable
+from ._store import read_manifest
+
+__all__ = ["RunConfig", "make_config"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A validated run: what to call, with what, seeded how, written where."""
+
+    simulate: Callable[..., Any]
+    n_realizations: int
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    state: Any
+    inject: str | None
+    n_workers: int
+    seeds: list[np.random.SeedSequence]
+    output_dir: Path | None
+    ragged: tuple[str, ...]
+    progress: bool
+    fail_fast: bool
+    retries: int
+    overwrite: bool
+    identity: dict[str, Any] = field(default_factory=dict)
+    digest: str = ""
+    run_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def file_attrs(self, index: int) -> dict[str, Any]:
+        """Global attributes recorded with realization ``index`` (its seed, the run, the build)."""
+        seed = seed_sequence_record(self.seeds[index])
+        return {
+            "threadensemble_realization": index,
+            "threadensemble_seed_entropy": seed["entropy"],
+            "threadensemble_seed_spawn_key": json.dumps(seed["spawn_key"]),
+            **self.run_attrs,
+        }
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+    if int(value) < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return int(value)
+
+
+def _check_inject(simulate: Callable[..., Any], inject: str, kwargs: Mapping[str, Any]) -> None:
+    if not isinstance(inject, str) or not inject.isidentifier():
+        raise TypeError(f"inject must be a keyword name (a str), got {inject!r}")
+    if inject in kwargs:
+        raise ValueError(f"inject={inject!r} is also a key of kwargs: the state needs its own name")
+    try:
+        params = inspect.signature(simulate).parameters
+    except (TypeError, ValueError):  # builtins and some C callables: nothing to inspect
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    param = params.get(inject)
+    if param is None or param.kind not in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise TypeError(
+            f"inject={inject!r} is not a keyword parameter of {_qualname(simulate)}: "
+            f"simulate receives its thread's state as {inject}=..., so it must accept it"
+        )
+
+
+def _resumed_seed(directory: Path | None) -> np.random.SeedSequence | None:
+    """Return the run seed recorded in ``directory``'s manifest, so that seed=None resumes."""
+    manifest = read_manifest(directory) if directory is not None and directory.is_dir() else None
+    recorded = None if manifest is None else manifest["config"].get("seed")
+    if recorded is None:
+        return None
+    return np.random.SeedSequence(
+        int(recorded["entropy"]),
+        spawn_key=tuple(recorded["spawn_key"]),
+        pool_size=int(recorded["pool_size"]),
+    )
+
+
+def _qualname(obj: object) -> str:
+    module = getattr(obj, "__module__", None) or "?"
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}:{name}"
+
+
+def make_config(
+    simulate: Callable[..., Any],
+    n_realizations: int,
+    *,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any] | None,
+    state: Any,
+    inject: str | None,
+    n_workers: int | None,
+    seed: SeedLike,
+    seed_for: Callable[[int], SeedLike] | None,
+    output_dir: str | os.PathLike[str] | None,
+    ragged: Sequence[str],
+    overwrite: bool,
+    progress: bool,
+    fail_fast: bool,
+    retries: int,
+) -> RunConfig:
+    """Validate the arguments of `simulate_ensemble` and return the run configuration."""
+    if not callable(simulate):
+        raise TypeError(f"simulate must be callable, got {simulate!r}")
+    n = _positive_int("n_realizations", n_realizations)
+    workers = available_cpus() if n_workers is None else _positive_int("n_workers", n_workers)
+    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
+        raise TypeError(f"args must be a tuple or list of positional arguments, got {args!r}")
+    kw = dict(kwargs or {})
+    if state is not None and inject is None:
+        raise ValueError("state was given without inject: name the keyword simulate receives it as")
+    if inject is not None:
+        if state is None:
+            raise ValueError(
+                f"inject={inject!r} was given without state: there is nothing to inject"
+            )
+        _check_inject(simulate, inject, kw)
+        check_copyable(state)
+    if seed is not None and seed_for is not None:
+        raise ValueError("give seed or seed_for, not both: seed_for(k) is realization k's seed")
+    if seed_for is not None and not callable(seed_for):
+        raise TypeError(f"seed_for must be callable as seed_for(k), got {seed_for!r}")
+    directory = None
+    if output_dir is not None:
+        if not isinstance(output_dir, str | os.PathLike):
+            raise TypeError(f"output_dir must be a path, got {output_dir!r}")
+        directory = Path(output_dir)
+    root = None
+    if seed_for is None:
+        root = _resumed_seed(directory) if seed is None and not overwrite else None
+        root = root or as_seed_sequence(seed)
+    seeds = realization_seeds(root, n, seed_for)
+    if isinstance(retries, bool) or not isinstance(retries, Integral) or int(retries) < 0:
+        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
+        raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
+    seed_records = [seed_sequence_record(s) for s in seeds]
+    identity = {
+        "n_realizations": n,
+        "simulate": _qualname(simulate),
+        "inject": inject,
+        "state_type": None if state is None else _qualname(type(state)),
+        "seed_scheme": "seed_for" if root is None else "seed",
+        "seed": None if root is None else seed_sequence_record(root),
+        "seeds_sha256": hashlib.sha256(json.dumps(seed_records).encode()).hexdigest(),
+        "ragged": list(ragged),
+        "threadensemble_version": runtime_info().threadensemble,
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    info = runtime_info()
+    run_attrs = {
+        "threadensemble_run": digest,
+        "threadensemble_version": info.threadensemble,
+        "threadensemble_python": f"{info.implementation} {info.python}",
+        "threadensemble_free_threaded": int(info.free_threaded),
+        "threadensemble_gil_enabled": int(info.gil_enabled),
+    }
+    return RunConfig(
+        simulate=simulate,
+        n_realizations=n,
+        args=tuple(args),
+        kwargs=kw,
+        state=state,
+        inject=inject,
+        n_workers=workers,
+        seeds=seeds,
+        output_dir=directory,
+        ragged=tuple(ragged),
+        overwrite=bool(overwrite),
+        progress=bool(progress),
+        fail_fast=bool(fail_fast),
+        retries=int(retries),
+        identity=identity,
+        digest=digest,
+        run_attrs=run_attrs,
+    )

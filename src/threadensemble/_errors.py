@@ -1,0 +1,52 @@
+"""Exceptions raised by threadensemble."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+
+_MAX_TRACEBACKS = 3  # tracebacks shown as notes; a systematic bug would repeat the same one
+
+__all__ = ["EnsembleError", "InconsistentRealizationError", "OutputDirError", "WorkerInitError"]
+
+
+class EnsembleError(RuntimeError):
+    """One or more realizations failed; every other realization was still computed and kept.
+
+    Attributes
+    ----------
+    failures : dict of int to BaseException
+        Failed realization index to the exception it raised (the last one, after retries).
+    completed : list of int
+        Realizations that succeeded in this call (written to disk when there is an output_dir).
+    """
+
+    def __init__(self, failures: Mapping[int, BaseException], completed: list[int]) -> None:
+        self.failures = dict(sorted(failures.items()))
+        self.completed = completed
+        lines = [f"realization {k}: {type(e).__name__}: {e}" for k, e in self.failures.items()]
+        if len(lines) == 1:
+            message = lines[0].replace(":", " failed:", 1)
+        else:
+            message = f"{len(lines)} realizations failed:\n  " + "\n  ".join(lines)
+        super().__init__(message)
+        for k, exc in list(self.failures.items())[:_MAX_TRACEBACKS]:
+            formatted = "".join(traceback.format_exception(exc)).rstrip()
+            self.add_note(f"--- realization {k} ---\n{formatted}")
+        if len(self.failures) > _MAX_TRACEBACKS:
+            self.add_note(
+                f"(tracebacks of {len(self.failures) - _MAX_TRACEBACKS} more failures "
+                "are in .failures)"
+            )
+
+
+class InconsistentRealizationError(ValueError):
+    """A realization's variables, dimensions, shapes or dtypes differ from the first one's."""
+
+
+class OutputDirError(ValueError):
+    """The output directory holds files of another run, or is not a directory."""
+
+
+class WorkerInitError(RuntimeError):
+    """A worker thread could not make its copy of the state."""

@@ -1,0 +1,96 @@
+"""NetCDF I/O: the process-wide lock, atomic per-realization files, and `open_ensemble`.
+
+netCDF-C and HDF5 are not thread-safe, not even for two different files, and netCDF4-python
+releases the GIL inside them; xarray's own locks do not cover every call of ``to_netcdf``.  So
+every netCDF call this library makes holds `netcdf_lock`, and ``simulate`` code that reads or
+writes netCDF files itself must hold it too.  Simulation never needs it, so workers keep
+computing while the calling thread writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "netcdf_lock",
+    "read_attrs",
+    "read_realization",
+    "realization_files",
+    "realization_path",
+    "write_atomic",
+]
+
+netcdf_lock = threading.RLock()
+"""Serializes every netCDF/HDF5 call of the process (netCDF-C is not thread-safe, even per file).
+
+Hold it (``with threadensemble.netcdf_lock: ...``) around any netCDF reading or writing done
+inside ``simulate``.  Reentrant, so library calls made while holding it do not deadlock.
+"""
+
+TEMP_SUFFIX = ".tmp"
+_FILE_RE = re.compile(r"real_(\d+)\.nc")
+
+
+def realization_path(output_dir: Path, index: int, n_realizations: int) -> Path:
+    """Return the file of realization ``index``: ``real_00042.nc`` (wider for huge ensembles)."""
+    width = max(5, len(str(n_realizations - 1)))
+    return output_dir / f"real_{index:0{width}d}.nc"
+
+
+def realization_files(output_dir: Path) -> dict[int, Path]:
+    """Return realization index -> file for every finished (not temporary) file in the dir."""
+    files = {}
+    for path in output_dir.iterdir():
+        match = _FILE_RE.fullmatch(path.name)
+        if match:
+            files[int(match.group(1))] = path
+    return dict(sorted(files.items()))
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(ds: xr.Dataset, path: Path) -> None:
+    """Write ``ds`` to ``path`` so that ``path`` is either absent or complete, never partial.
+
+    The data go to a hidden temporary name in the same directory, are flushed to disk, and the
+    file is then renamed into place (``os.replace`` is atomic on POSIX and Windows).  On any
+    error or interruption the temporary file is removed and ``path`` is left as it was.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
+    try:
+        with netcdf_lock:
+            ds.to_netcdf(tmp, engine="netcdf4")
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(path.parent, directory=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_realization(path: Path) -> xr.Dataset:
+    """Load one realization file fully into memory and close it."""
+    with netcdf_lock:
+        return xr.load_dataset(path, engine="netcdf4")
+
+
+def read_attrs(path: Path) -> Mapping[str, Any]:
+    """Return the global attributes of a netCDF file, reading nothing else."""
+    import netCDF4  # imported late: on a free-threaded build this import re-enables the GIL
+
+    with netcdf_lock, netCDF4.Dataset(path) as nc:
+        return {name: nc.getncattr(name) for name in nc.ncattrs()}

@@ -1,0 +1,258 @@
+"""The thread-local RNG registry: one set of generators per thread, reseeded per realization.
+
+Seeding rules (the reasons are in ``docs/reproducibility.md``):
+
+* Realization ``k`` draws from ``SeedSequence(entropy, spawn_key=(*root_key, k))``.  Its numbers
+  depend on the run seed and ``k`` only, never on the thread, the worker count or the order in
+  which realizations finish.
+* The per-realization sequences are *constructed* with an explicit spawn key in the calling
+  thread.  ``SeedSequence.spawn`` is never called from worker threads: it increments a counter
+  on the parent and is not thread-safe.
+* A named stream (``get_rng("wind")``) extends the realization's spawn key with a stable 64-bit
+  hash of the name, so a component that draws more numbers never shifts another component.
+* Nothing here is shared between threads, so nothing here takes a lock.  UNSAFE, and exactly
+  what this module replaces: one module-level ``numpy.random.Generator`` used by many threads
+  (it serializes on its internal lock and the numbers each realization gets depend on
+  scheduling), or ``seed + worker_id`` schemes (results then depend on the worker count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from numbers import Integral
+from typing import Any, TypeAlias
+
+import numpy as np
+
+__all__ = [
+    "SeedLike",
+    "ThreadLocalGenerator",
+    "as_seed_sequence",
+    "get_rng",
+    "realization_seeds",
+    "realization_streams",
+    "reseed",
+    "rng",
+    "seed_sequence_record",
+]
+
+SeedLike: TypeAlias = "int | Sequence[int] | np.random.SeedSequence | None"
+
+
+def _stream_key(name: str) -> int:
+    """Stable 64-bit key of a stream name (Python's ``hash`` is salted per process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+class _Streams:
+    """The generators of one thread for one realization, created on first use."""
+
+    __slots__ = ("generators", "root")
+
+    def __init__(self, root: np.random.SeedSequence) -> None:
+        self.root = root
+        self.generators: dict[str | None, np.random.Generator] = {}
+
+    def get(self, name: str | None) -> np.random.Generator:
+        generator = self.generators.get(name)
+        if generator is None:
+            seq = self.root
+            if name is not None:
+                seq = np.random.SeedSequence(
+                    self.root.entropy,
+                    spawn_key=(*self.root.spawn_key, _stream_key(name)),
+                    pool_size=self.root.pool_size,
+                )
+            generator = np.random.Generator(np.random.PCG64(seq))
+            self.generators[name] = generator
+        return generator
+
+
+_local = threading.local()
+
+
+def _current_streams() -> _Streams:
+    streams: _Streams | None = getattr(_local, "streams", None)
+    if streams is None:
+        # A thread outside any ensemble (the main thread, say) gets fresh OS entropy, as
+        # numpy.random.default_rng() would; reseed() makes it reproducible.
+        streams = _Streams(np.random.SeedSequence())
+        _local.streams = streams
+    return streams
+
+
+def get_rng(name: str | None = None) -> np.random.Generator:
+    """Return the calling thread's generator for the current realization.
+
+    Inside ``simulate`` this is seeded for the realization being computed, so realization ``k``
+    draws the same numbers whatever thread runs it.  Outside an ensemble every thread has its own
+    generator, seeded from OS entropy until `reseed` is called.
+
+    Parameters
+    ----------
+    name : str, optional
+        Name of an independent stream.  Each name gives a generator of its own, so the numbers
+        drawn from ``get_rng("wind")`` do not depend on how many were drawn from
+        ``get_rng("rain")`` or from the default stream.
+
+    Returns
+    -------
+    numpy.random.Generator
+        A PCG64 generator owned by this thread.  Do not hand it to another thread.
+
+    Examples
+    --------
+    >>> import threadensemble as te
+    >>> te.reseed(1)
+    >>> float(te.get_rng().random()) == float(te.get_rng().random())
+    False
+    """
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"stream name must be a str or None, got {name!r}")
+    return _current_streams().get(name)
+
+
+def as_seed_sequence(seed: SeedLike) -> np.random.SeedSequence:
+    """Return ``seed`` as a `numpy.random.SeedSequence`, or raise naming the rule it breaks."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if isinstance(seed, np.random.Generator | np.random.BitGenerator):
+        raise TypeError(
+            f"seed must be an int, a sequence of ints or a SeedSequence, got {type(seed).__name__}:"
+            " a generator cannot be split into reproducible per-realization streams"
+        )
+    if seed is None:
+        return np.random.SeedSequence()
+    values = [seed] if not isinstance(seed, Sequence) or isinstance(seed, str) else list(seed)
+    if not values or any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
+        raise TypeError(f"seed must be a non-negative int or a sequence of them, got {seed!r}")
+    if any(int(v) < 0 for v in values):
+        raise ValueError(f"seed must be non-negative, got {seed!r}")
+    ints = [int(v) for v in values]
+    return np.random.SeedSequence(ints[0] if len(ints) == 1 else ints)
+
+
+def reseed(seed: SeedLike) -> None:
+    """Reseed every stream of the calling thread from ``seed``.
+
+    Other threads are not affected.  Inside ``simulate`` the engine reseeds before each
+    realization, so calling this there breaks the ensemble's reproducibility; it is meant for
+    code run outside an ensemble (scripts, tests, model construction).
+
+    Parameters
+    ----------
+    seed : int, sequence of int, numpy.random.SeedSequence or None
+        The new seed; None draws fresh entropy from the OS.
+    """
+    _local.streams = _Streams(as_seed_sequence(seed))
+
+
+@contextmanager
+def realization_streams(root: np.random.SeedSequence) -> Iterator[None]:
+    """Give the calling thread fresh streams rooted at ``root`` for the duration of the block."""
+    previous = getattr(_local, "streams", None)
+    _local.streams = _Streams(root)
+    try:
+        yield
+    finally:
+        _local.streams = previous
+
+
+def realization_seeds(
+    seed: SeedLike,
+    n_realizations: int,
+    seed_for: Callable[[int], SeedLike] | None = None,
+) -> list[np.random.SeedSequence]:
+    """Return the root `SeedSequence` of every realization, built in the calling thread.
+
+    Parameters
+    ----------
+    seed : int, sequence of int, numpy.random.SeedSequence or None
+        Run seed; realization ``k`` gets the run seed's entropy with ``k`` appended to its
+        spawn key (what ``SeedSequence(seed).spawn(n)[k]`` would give).
+    n_realizations : int
+        How many realizations.
+    seed_for : callable, optional
+        A user seed scheme instead of ``seed``: ``seed_for(k)`` is realization ``k``'s seed.
+        Two realizations with the same seed are refused, as they would be identical.
+    """
+    if seed_for is None:
+        root = as_seed_sequence(seed)
+        return [
+            np.random.SeedSequence(
+                root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size
+            )
+            for k in range(n_realizations)
+        ]
+    seqs: list[np.random.SeedSequence] = []
+    first_with: dict[str, int] = {}
+    for k in range(n_realizations):
+        try:
+            seq = as_seed_sequence(seed_for(k))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"seed_for({k}): {exc}") from None
+        key = repr(seed_sequence_record(seq))
+        if key in first_with:
+            raise ValueError(
+                f"seed_for({first_with[key]}) and seed_for({k}) give the same seed "
+                f"{seq.entropy!r}: every realization needs a seed of its own"
+            )
+        first_with[key] = k
+        seqs.append(seq)
+    return seqs
+
+
+def seed_sequence_record(seq: np.random.SeedSequence) -> dict[str, Any]:
+    """Return what reproduces ``seq``: its entropy (as a string, it may exceed 64 bits) and key."""
+    return {
+        "entropy": str(seq.entropy),
+        "spawn_key": [int(k) for k in seq.spawn_key],
+        "pool_size": int(seq.pool_size),
+    }
+
+
+class ThreadLocalGenerator:
+    """A stand-in for a module-level generator that forwards to the calling thread's generator.
+
+    Legacy model code often keeps one module-level ``rng = np.random.default_rng(...)`` and calls
+    ``rng.normal(...)`` everywhere.  Shared by threads, such a generator serializes on its lock
+    and makes results depend on scheduling.  Assigning ``rng = threadensemble.rng`` (or
+    ``ThreadLocalGenerator("wind")`` for a named stream) makes every existing call site draw
+    from the calling thread's per-realization stream, without editing any of them.
+
+    Parameters
+    ----------
+    name : str, optional
+        Stream name, as for `get_rng`.
+
+    Examples
+    --------
+    >>> import threadensemble as te
+    >>> rng = te.ThreadLocalGenerator()
+    >>> te.reseed(7)
+    >>> a = rng.standard_normal(3)
+    >>> te.reseed(7)
+    >>> bool((a == te.get_rng().standard_normal(3)).all())
+    True
+    """
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str | None = None) -> None:
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"stream name must be a str or None, got {name!r}")
+        self._name = name
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(get_rng(self._name), attribute)
+
+    def __repr__(self) -> str:
+        stream = "default stream" if self._name is None else f"stream {self._name!r}"
+        return f"<ThreadLocalGenerator: {stream} of the calling thread>"
+
+
+rng = ThreadLocalGenerator()
+"""Drop-in replacement for a module-level generator: forwards to `get_rng()` of the caller."""

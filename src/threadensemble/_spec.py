@@ -1,0 +1,60 @@
+"""`ModelSpec`: what a model factory returns, so that one call (or the CLI) can run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import xarray as xr
+
+from ._engine import simulate_ensemble
+
+__all__ = ["ModelSpec"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A built model, ready to run: the ``simulate`` function and what it is called with.
+
+    Model factories (such as those in `threadensemble.examples`, and those named on the command
+    line as ``MODULE:FACTORY``) return one.
+
+    Parameters
+    ----------
+    simulate : callable
+        Computes one realization (see `simulate_ensemble`).
+    args : tuple, optional
+        Shared read-only positional arguments.
+    kwargs : mapping, optional
+        Shared read-only keyword arguments.
+    state : object, optional
+        Mutable state, deep-copied once per worker thread.
+    inject : str, optional
+        Keyword under which ``simulate`` receives its thread's state.
+    ragged : tuple of str, optional
+        Dimensions whose length varies between realizations.
+    description : str, optional
+        One line for people: what the model is.
+    """
+
+    simulate: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = None
+    inject: str | None = None
+    ragged: Sequence[str] = ()
+    description: str = ""
+
+    def run(self, n_realizations: int, **options: Any) -> xr.Dataset:
+        """Run an ensemble of this model; ``options`` are those of `simulate_ensemble`."""
+        return simulate_ensemble(
+            self.simulate,
+            n_realizations,
+            args=self.args,
+            kwargs=self.kwargs,
+            state=self.state,
+            inject=self.inject,
+            ragged=self.ragged,
+            **options,
+        )

@@ -1,0 +1,215 @@
+"""An ensemble directory: one NetCDF file per realization plus a manifest, and `open_ensemble`.
+
+The files are the record of what is done: a realization file exists under its final name only
+once it is complete (see `write_atomic`) and carries the digest of the run configuration that
+produced it.  The manifest (``threadensemble.json``) holds that configuration, so that a re-run
+with another configuration is refused, and a summary of completed and failed realizations for
+people and tools, refreshed at most once a second and at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from ._errors import OutputDirError
+from ._netcdf import (
+    TEMP_SUFFIX,
+    read_attrs,
+    read_realization,
+    realization_files,
+    realization_path,
+    write_atomic,
+)
+from ._results import assemble
+
+__all__ = ["MANIFEST_NAME", "EnsembleStore", "open_ensemble", "read_manifest"]
+
+MANIFEST_NAME = "threadensemble.json"
+MANIFEST_FORMAT = "threadensemble-manifest/1"
+ATTR_PREFIX = "threadensemble_"
+_FLUSH_INTERVAL = 1.0  # seconds between manifest rewrites during a run
+
+
+def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Return the manifest of an ensemble directory, or None when it has none."""
+    path = Path(output_dir) / MANIFEST_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        manifest: dict[str, Any] = json.loads(text)
+        if manifest.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
+    except ValueError as exc:
+        raise OutputDirError(f"{path} is not a threadensemble manifest: {exc}") from None
+    return manifest
+
+
+def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+class EnsembleStore:
+    """The output directory of one run configuration.
+
+    Build it with `EnsembleStore.check`, which only reads, so that every problem with the
+    directory is reported before any thread starts or any file is touched; then `open` it.
+    """
+
+    def __init__(self, output_dir: Path, config: Mapping[str, Any], digest: str) -> None:
+        self.output_dir = output_dir
+        self.config = dict(config)
+        self.digest = digest
+        self.completed: set[int] = set()
+        self.failed: dict[int, str] = {}
+        self._last_flush = 0.0
+
+    @classmethod
+    def check(
+        cls, output_dir: Path, config: Mapping[str, Any], digest: str, overwrite: bool
+    ) -> EnsembleStore:
+        """Return the store for ``output_dir``, or raise OutputDirError; writes nothing."""
+        if output_dir.exists() and not output_dir.is_dir():
+            raise OutputDirError(f"output_dir {str(output_dir)!r} exists and is not a directory")
+        if output_dir.is_dir() and not overwrite:
+            manifest = read_manifest(output_dir)
+            if manifest is not None and manifest.get("digest") != digest:
+                diff = _differences(manifest.get("config", {}), config) or ["digest"]
+                raise OutputDirError(
+                    f"output_dir {str(output_dir)!r} holds a run with another configuration "
+                    f"({'; '.join(diff)}); use another directory, or overwrite=True to replace "
+                    "that run's files"
+                )
+            if manifest is None and realization_files(output_dir):
+                raise OutputDirError(
+                    f"output_dir {str(output_dir)!r} holds realization files but no "
+                    f"{MANIFEST_NAME}; use another directory, or overwrite=True to replace them"
+                )
+        return cls(output_dir, config, digest)
+
+    def open(self, overwrite: bool) -> None:
+        """Create the directory, clear leftovers, find the realizations already done."""
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        for path in self.output_dir.iterdir():
+            # Temporary files are never complete: left by a run that was killed mid-write.
+            if path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
+                path.unlink(missing_ok=True)
+        if overwrite:
+            for path in realization_files(self.output_dir).values():
+                path.unlink()
+            (self.output_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        n = int(self.config["n_realizations"])
+        for index, path in realization_files(self.output_dir).items():
+            if index < n and path == self.path(index) and self._is_ours(path, index):
+                self.completed.add(index)
+        self.flush(force=True)
+
+    def _is_ours(self, path: Path, index: int) -> bool:
+        try:
+            attrs = read_attrs(path)
+        except OSError:  # unreadable or truncated: not done, it will be recomputed
+            return False
+        return bool(
+            attrs.get(ATTR_PREFIX + "run") == self.digest
+            and attrs.get(ATTR_PREFIX + "realization") == index
+        )
+
+    def path(self, index: int) -> Path:
+        """Return the file of realization ``index``."""
+        return realization_path(self.output_dir, index, int(self.config["n_realizations"]))
+
+    def write(self, index: int, ds: xr.Dataset) -> None:
+        """Write realization ``index`` atomically and record it as completed."""
+        write_atomic(ds, self.path(index))
+        self.completed.add(index)
+        self.failed.pop(index, None)
+        self.flush()
+
+    def mark_failed(self, index: int, error: BaseException) -> None:
+        """Record that realization ``index`` failed (it stays missing; a re-run retries it)."""
+        self.failed[index] = f"{type(error).__name__}: {error}"
+
+    def flush(self, force: bool = False) -> None:
+        """Rewrite the manifest (atomically) when forced or when the last one is old."""
+        now = time.monotonic()
+        if not force and now - self._last_flush < _FLUSH_INTERVAL:
+            return
+        self._last_flush = now
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "digest": self.digest,
+            "config": self.config,
+            "completed": sorted(self.completed),
+            "failed": {str(k): v for k, v in sorted(self.failed.items())},
+        }
+        _write_json_atomic(manifest, self.output_dir / MANIFEST_NAME)
+
+
+def open_ensemble(
+    output_dir: str | os.PathLike[str], *, allow_incomplete: bool = False
+) -> xr.Dataset:
+    """Open an ensemble directory as one Dataset with a leading ``realization`` dimension.
+
+    Parameters
+    ----------
+    output_dir : str or path-like
+        A directory written by `simulate_ensemble`.
+    allow_incomplete : bool, default False
+        Open the realizations present even when the manifest lists missing ones.
+
+    Returns
+    -------
+    xarray.Dataset
+        The realizations in index order, loaded into memory (the files are closed again), equal
+        to what `simulate_ensemble` returned for the same run.
+
+    Raises
+    ------
+    FileNotFoundError
+        The directory does not exist or holds no realization file.
+    ValueError
+        Realizations listed in the manifest are missing and ``allow_incomplete`` is False.
+    """
+    directory = Path(output_dir)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"no ensemble directory at {str(directory)!r}")
+    manifest = read_manifest(directory)
+    files = realization_files(directory)
+    ragged: Sequence[str] = ()
+    if manifest is not None:
+        n = int(manifest["config"]["n_realizations"])
+        ragged = manifest["config"].get("ragged", ())
+        files = {k: p for k, p in files.items() if k < n}
+        missing = sorted(set(range(n)) - files.keys())
+        if missing and not allow_incomplete:
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            raise ValueError(
+                f"{str(directory)!r} holds {len(files)} of {n} realizations (missing: {shown}); "
+                "re-run the same call to compute them, or pass allow_incomplete=True"
+            )
+    if not files:
+        raise FileNotFoundError(f"no realization files in {str(directory)!r}")
+    datasets = [read_realization(path) for path in files.values()]
+    return assemble(datasets, list(files), ragged)

@@ -1,0 +1,79 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import threadensemble as te
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "threadensemble", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_demo_writes_files_and_prints_a_summary(tmp_path: Path) -> None:
+    result = cli("demo", "-n", "4", "-j", "2", "-q", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "4 realizations in" in result.stdout
+    assert "weather: mean" in result.stdout
+    assert len(list((tmp_path / "threadensemble-demo").glob("real_*.nc"))) == 4
+    again = cli("demo", "-n", "4", "-j", "2", "-q", cwd=tmp_path)  # resumes: nothing to do
+    assert (
+        again.returncode == 0 and again.stdout.splitlines()[-2:] == result.stdout.splitlines()[-2:]
+    )
+    ens = te.open_ensemble(tmp_path / "threadensemble-demo")
+    assert ens.sizes["realization"] == 4
+
+
+def test_run_a_factory_with_parameters_then_info(tmp_path: Path) -> None:
+    result = cli(
+        "run",
+        "threadensemble.examples.weather:build",
+        "-p",
+        "n_stations=2",
+        "-p",
+        "n_days=60",
+        "-n",
+        "3",
+        "-o",
+        "out",
+        "-q",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    info = cli("info", "out", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "3 of 3 done, 0 missing" in info.stdout
+    assert "variable weather('station', 'variable', 'time')" in info.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nomodule", "-o", "x"], "model must be MODULE:FACTORY"),
+        (["run", "no_such_module_xyz:build", "-o", "x"], "cannot import 'no_such_module_xyz'"),
+        (["run", "weather", "-p", "bogus=1", "-o", "x"], "unexpected keyword argument 'bogus'"),
+        (["run", "weather", "-n", "0", "-o", "x"], "n_realizations must be >= 1, got 0"),
+        (["info", "nowhere"], "no such directory"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["info"]])
+def test_help(tmp_path: Path, command: list[str]) -> None:
+    result = cli(*command, "--help", cwd=tmp_path)
+    assert result.returncode == 0 and "usage: threadensemble" in result.stdout

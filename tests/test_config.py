@@ -1,0 +1,89 @@
+"""Bad input fails before any thread starts or any file is touched, naming the value and rule."""
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import threadensemble as te
+from conftest import worker_threads
+
+
+def ok(*, vgs: object = None) -> dict[str, Any]:
+    return {"x": np.zeros(1)}
+
+
+def positional_only(vgs: object, /) -> dict[str, Any]:
+    return {"x": np.zeros(1)}
+
+
+class NoCopy:
+    def __deepcopy__(self, memo: dict[int, Any]) -> "NoCopy":
+        raise TypeError("cannot pickle '_thread.lock' object")
+
+
+CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
+    ({"simulate": 3}, TypeError, "simulate must be callable, got 3"),
+    ({"n_realizations": 0}, ValueError, "n_realizations must be >= 1, got 0"),
+    ({"n_realizations": -5}, ValueError, "n_realizations must be >= 1, got -5"),
+    ({"n_realizations": 2.5}, TypeError, "n_realizations must be an int >= 1, got 2.5"),
+    ({"n_realizations": True}, TypeError, "n_realizations must be an int >= 1, got True"),
+    ({"n_workers": 0}, ValueError, "n_workers must be >= 1, got 0"),
+    ({"n_workers": "4"}, TypeError, "n_workers must be an int >= 1, got '4'"),
+    ({"inject": "state", "state": {}}, TypeError, "inject='state' is not a keyword parameter of"),
+    ({"simulate": positional_only, "inject": "vgs", "state": {}}, TypeError, "not a keyword"),
+    ({"inject": "vgs"}, ValueError, "inject='vgs' was given without state"),
+    ({"state": {}}, ValueError, "state was given without inject"),
+    ({"inject": "vgs", "state": NoCopy()}, TypeError, "state must be deep-copyable"),
+    ({"inject": "vgs", "state": {}, "kwargs": {"vgs": 1}}, ValueError, "also a key of kwargs"),
+    ({"inject": "my-state", "state": {}}, TypeError, "inject must be a keyword name"),
+    ({"seed": -1}, ValueError, "seed must be non-negative, got -1"),
+    ({"seed": 1, "seed_for": lambda k: k}, ValueError, "give seed or seed_for, not both"),
+    ({"seed_for": 5}, TypeError, "seed_for must be callable"),
+    ({"seed_for": lambda k: 7}, ValueError, r"seed_for\(0\) and seed_for\(1\) give the same seed"),
+    ({"seed_for": lambda k: -k}, ValueError, r"seed_for\(1\): seed must be non-negative"),
+    ({"retries": -1}, ValueError, "retries must be an int >= 0, got -1"),
+    ({"args": 5}, TypeError, "args must be a tuple or list"),
+    ({"ragged": "event"}, TypeError, "ragged must be a sequence of dimension names"),
+    ({"output_dir": 3}, TypeError, "output_dir must be a path, got 3"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "error", "match"), CASES)
+def test_bad_input_is_refused_before_anything_starts(
+    tmp_path: Path, overrides: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    called: list[int] = []
+    arguments: dict[str, Any] = {
+        "simulate": lambda: called.append(1),
+        "n_realizations": 3,
+        "output_dir": tmp_path / "out",
+        "progress": False,
+    }
+    if "inject" in overrides or "state" in overrides:
+        arguments["simulate"] = ok
+    arguments.update(overrides)
+    threads_before = threading.active_count()
+    with pytest.raises(error, match=match):
+        te.simulate_ensemble(**arguments)
+    assert threading.active_count() == threads_before and worker_threads() == []
+    assert not (tmp_path / "out").exists()
+    assert called == []
+
+
+def test_output_dir_that_is_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    with pytest.raises(te.OutputDirError, match="exists and is not a directory"):
+        te.simulate_ensemble(ok, 2, output_dir=target, progress=False)
+    assert target.read_text() == "mine"
+
+
+def test_inject_into_var_keyword_is_accepted() -> None:
+    def anything(**kwargs: Any) -> dict[str, Any]:
+        return {"n": np.array(len(kwargs["vgs"]))}
+
+    ens = te.simulate_ensemble(anything, 2, state=[1, 2], inject="vgs", n_workers=1, progress=False)
+    assert ens["n"].values.tolist() == [2, 2]

@@ -1,0 +1,82 @@
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from threadensemble import InconsistentRealizationError
+from threadensemble._results import assemble, check_layout, layout_of, to_dataset
+
+
+def test_dataset_is_kept() -> None:
+    ds = xr.Dataset({"a": ("t", np.arange(3))})
+    assert to_dataset(ds) is ds
+
+
+def test_unnamed_dataarray_becomes_value() -> None:
+    assert list(to_dataset(xr.DataArray(np.zeros(2), dims="t")).data_vars) == ["value"]
+
+
+def test_dict_of_plain_arrays_uses_default_dims() -> None:
+    ds = to_dataset({"a": np.zeros(3), "b": np.ones(3), "c": 1.0})
+    assert ds["a"].dims == ("dim_0",) and ds["c"].dims == ()
+
+
+def test_dict_with_conflicting_shapes_explains_the_fix() -> None:
+    with pytest.raises(
+        TypeError, match=r"give arrays of different shapes their own dimension names"
+    ):
+        to_dataset({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+@pytest.mark.parametrize("output", [None, 3.0, [1, 2], "text"])
+def test_unsupported_outputs(output: Any) -> None:
+    with pytest.raises(TypeError, match=r"must return an xarray.Dataset"):
+        to_dataset(output)
+
+
+def test_reserved_dimension_name() -> None:
+    with pytest.raises(ValueError, match="'realization' dimension or variable"):
+        to_dataset({"a": ("realization", np.zeros(2))})
+
+
+def test_layout_differences_are_spelled_out() -> None:
+    first = layout_of(xr.Dataset({"a": ("t", np.zeros(3)), "b": ("t", np.zeros(3))}))
+    other = layout_of(xr.Dataset({"a": ("t", np.zeros(3, "f4")), "c": ("t", np.zeros(3))}))
+    with pytest.raises(InconsistentRealizationError) as info:
+        check_layout(other, first, 0)
+    message = str(info.value)
+    assert "variables ['b'] are missing" in message
+    assert "variables ['c'] are extra" in message
+    assert (
+        "'a' has dims ('t',) shape (3,) dtype <f4 (realization 0: dims ('t',) shape (3,) dtype <f8)"
+        in message
+    )
+
+
+def test_ragged_sizes_are_ignored_in_layouts() -> None:
+    short = layout_of(xr.Dataset({"m": ("event", np.zeros(2))}), ragged=["event"])
+    long = layout_of(xr.Dataset({"m": ("event", np.zeros(9))}), ragged=["event"])
+    check_layout(long, short, 0)
+
+
+def test_assemble_orders_by_index_and_keeps_common_attrs() -> None:
+    parts = [
+        xr.Dataset({"a": ((), float(k))}, attrs={"run": "r1", "realization": k}) for k in (2, 0, 1)
+    ]
+    ens = assemble(parts, [2, 0, 1])
+    assert ens["a"].values.tolist() == [0.0, 1.0, 2.0]
+    assert ens["realization"].values.tolist() == [0, 1, 2]
+    assert ens.attrs == {"run": "r1"}
+
+
+def test_assemble_puts_realization_first() -> None:
+    parts = [xr.Dataset({"a": (("x", "y"), np.zeros((2, 3)))}) for _ in range(2)]
+    assert assemble(parts, [0, 1])["a"].dims == ("realization", "x", "y")
+
+
+def test_assemble_refuses_disagreeing_coordinates() -> None:
+    a = xr.Dataset({"v": ("t", np.zeros(2))}, coords={"t": [0, 1]})
+    b = xr.Dataset({"v": ("t", np.zeros(2))}, coords={"t": [0, 2]})
+    with pytest.raises(ValueError, match="t"):
+        assemble([a, b], [0, 1])

@@ -1,0 +1,54 @@
+import threading
+from typing import Any
+
+import pytest
+
+from threadensemble._state import PerThreadState, check_copyable
+
+
+def test_every_thread_gets_its_own_deep_copy() -> None:
+    master = {"buffer": [0] * 10, "nested": {"list": [1, 2]}}
+    per_thread = PerThreadState(master)
+    barrier = threading.Barrier(6)
+    copies: dict[int, Any] = {}
+
+    def worker(i: int) -> None:
+        per_thread.initialize()
+        barrier.wait()
+        mine = per_thread.get()
+        mine["buffer"][0] = i
+        mine["nested"]["list"].append(i)
+        barrier.wait()
+        copies[i] = mine
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in copies.values()}) == 6
+    for i, mine in copies.items():
+        assert mine["buffer"][0] == i and mine["nested"]["list"] == [1, 2, i]
+    assert master == {"buffer": [0] * 10, "nested": {"list": [1, 2]}}
+
+
+def test_get_outside_a_worker_says_so() -> None:
+    with pytest.raises(RuntimeError, match="not a worker"):
+        PerThreadState({}).get()
+
+
+def test_initializer_failure_is_recorded() -> None:
+    class Fussy:
+        def __deepcopy__(self, memo: dict[int, Any]) -> "Fussy":
+            raise OSError("no")
+
+    per_thread = PerThreadState(Fussy())
+    with pytest.raises(OSError, match="no"):
+        per_thread.initialize()
+    assert isinstance(per_thread.init_errors[0], OSError)
+
+
+def test_check_copyable_names_the_type_and_the_cause() -> None:
+    with pytest.raises(TypeError, match=r"copy.deepcopy failed on lock: TypeError"):
+        check_copyable(threading.Lock())
+    check_copyable({"fine": [1, 2]})

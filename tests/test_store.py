@@ -1,0 +1,160 @@
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import threadensemble as te
+from conftest import Buffers, noisy_walk
+from threadensemble._store import MANIFEST_NAME
+
+
+def run(out: Path, n: int = 6, **extra: Any) -> xr.Dataset:
+    options: dict[str, Any] = {
+        "args": (0.5,),
+        "state": Buffers(20),
+        "inject": "state",
+        "seed": 3,
+        "progress": False,
+        "n_workers": 3,
+        "output_dir": out,
+    }
+    options.update(extra)
+    simulate = options.pop("simulate", noisy_walk)
+    return te.simulate_ensemble(simulate, n, **options)
+
+
+def test_returned_dataset_equals_open_ensemble_and_memory_run(tmp_path: Path) -> None:
+    on_disk = run(tmp_path / "run")
+    xr.testing.assert_identical(on_disk, te.open_ensemble(tmp_path / "run"))
+    in_memory = run(None)  # type: ignore[arg-type]
+    xr.testing.assert_identical(on_disk, in_memory)
+
+
+def test_one_file_per_realization_with_provenance(tmp_path: Path) -> None:
+    run(tmp_path, n=3)
+    files = sorted(tmp_path.glob("real_*.nc"))
+    assert [f.name for f in files] == ["real_00000.nc", "real_00001.nc", "real_00002.nc"]
+    with xr.open_dataset(files[2], engine="netcdf4") as ds:
+        attrs = dict(ds.attrs)
+    assert attrs["threadensemble_realization"] == 2
+    assert attrs["threadensemble_seed_entropy"] == "3"
+    assert json.loads(attrs["threadensemble_seed_spawn_key"]) == [2]
+    assert attrs["threadensemble_version"] == te.__version__
+    assert attrs["threadensemble_free_threaded"] == int(te.is_free_threaded_build())
+    assert attrs["threadensemble_gil_enabled"] == int(te.gil_enabled())
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["completed"] == [0, 1, 2] and manifest["failed"] == {}
+
+
+def test_rerun_computes_only_what_is_missing(tmp_path: Path) -> None:
+    full = run(tmp_path, n=8)
+    (tmp_path / "real_00002.nc").unlink()
+    (tmp_path / "real_00005.nc").unlink()
+    computed: list[int] = []
+
+    def counting(scale: float, *, state: Buffers) -> xr.Dataset:
+        computed.append(te.current_realization() or 0)
+        return noisy_walk(scale, state=state)
+
+    # Same configuration (the digest names simulate, so give it the same qualified name).
+    counting.__qualname__ = noisy_walk.__qualname__
+    counting.__module__ = noisy_walk.__module__
+    resumed = run(tmp_path, n=8, simulate=counting)
+    assert sorted(computed) == [2, 5]
+    xr.testing.assert_identical(full, resumed)
+
+
+def test_incomplete_files_are_never_counted_as_done(tmp_path: Path) -> None:
+    full = run(tmp_path, n=4)
+    truncated = tmp_path / "real_00001.nc"
+    truncated.write_bytes(truncated.read_bytes()[:100])
+    leftover = tmp_path / ".real_00003.nc.123.456.tmp"
+    leftover.write_bytes(b"half written")
+    resumed = run(tmp_path, n=4)
+    assert not leftover.exists()
+    xr.testing.assert_identical(full, resumed)
+
+
+def test_seed_none_resumes_with_the_recorded_seed(tmp_path: Path) -> None:
+    first = run(tmp_path, n=4, seed=None)
+    (tmp_path / "real_00000.nc").unlink()
+    xr.testing.assert_identical(first, run(tmp_path, n=4, seed=None))
+
+
+def test_another_configuration_is_refused_and_nothing_is_touched(tmp_path: Path) -> None:
+    run(tmp_path, n=4)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with pytest.raises(
+        te.OutputDirError, match=r"another configuration .*n_realizations: 4 there, 5 here"
+    ):
+        run(tmp_path, n=5)
+    with pytest.raises(te.OutputDirError, match="another configuration"):
+        run(tmp_path, n=4, seed=4)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+
+
+def test_overwrite_replaces_only_our_files(tmp_path: Path) -> None:
+    run(tmp_path, n=4)
+    mine = tmp_path / "notes.txt"
+    mine.write_text("keep me")
+    ens = run(tmp_path, n=2, seed=9, overwrite=True)
+    assert sorted(p.name for p in tmp_path.glob("real_*.nc")) == ["real_00000.nc", "real_00001.nc"]
+    assert mine.read_text() == "keep me"
+    xr.testing.assert_identical(ens, te.open_ensemble(tmp_path))
+
+
+def test_realization_files_without_manifest_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "real_00000.nc").write_bytes(b"someone else's")
+    with pytest.raises(
+        te.OutputDirError, match=r"holds realization files but no threadensemble.json"
+    ):
+        run(tmp_path, n=2)
+    assert (tmp_path / "real_00000.nc").read_bytes() == b"someone else's"
+
+
+def test_foreign_files_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "README").write_text("experiment 1")
+    run(tmp_path, n=2)
+    assert (tmp_path / "README").read_text() == "experiment 1"
+
+
+def test_unreadable_manifest_is_refused(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(te.OutputDirError, match="is not a threadensemble manifest"):
+        run(tmp_path, n=2)
+
+
+def test_open_ensemble_with_missing_realizations(tmp_path: Path) -> None:
+    with pytest.raises(te.EnsembleError):
+        run(tmp_path, n=5, simulate=_fail_on_two)
+    with pytest.raises(ValueError, match="holds 4 of 5 realizations \\(missing: 2\\)"):
+        te.open_ensemble(tmp_path)
+    partial = te.open_ensemble(tmp_path, allow_incomplete=True)
+    assert partial["realization"].values.tolist() == [0, 1, 3, 4]
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["failed"] == {"2": "ValueError: two"}
+
+
+def _fail_on_two(scale: float, *, state: Buffers) -> dict[str, Any]:
+    if te.current_realization() == 2:
+        raise ValueError("two")
+    return {"x": np.zeros(2)}
+
+
+def test_open_ensemble_of_nothing(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no ensemble directory"):
+        te.open_ensemble(tmp_path / "absent")
+    with pytest.raises(FileNotFoundError, match="no realization files"):
+        te.open_ensemble(tmp_path)
+
+
+def test_wide_file_names_for_huge_ensembles(tmp_path: Path) -> None:
+    from threadensemble._netcdf import realization_path
+
+    assert realization_path(tmp_path, 7, 10).name == "real_00007.nc"
+    assert realization_path(tmp_path, 7, 1_000_001).name == "real_0000007.nc"
+    assert os.sep not in realization_path(tmp_path, 7, 10).name
