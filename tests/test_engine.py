@@ -297,3 +297,40 @@ def test_state_master_is_left_as_it_was(walk_kwargs: dict[str, Any]) -> None:
     te.simulate_ensemble(noisy_walk, 10, n_workers=3, **walk_kwargs)
     assert walk_kwargs["state"].history == before.history
     np.testing.assert_array_equal(walk_kwargs["state"].values, before.values)
+
+
+def test_protect_shared_turns_a_shared_write_into_an_error() -> None:
+    shared = np.zeros(10)
+
+    def corrupts(table: np.ndarray) -> dict[str, Any]:
+        table[0] += 1.0
+        return {"x": table.copy()}
+
+    with pytest.raises(te.EnsembleError, match="assignment destination is read-only"):
+        te.simulate_ensemble(corrupts, 4, args=(shared,), protect_shared=True, progress=False)
+    assert shared.flags.writeable
+    assert (shared == 0).all()
+
+
+def test_warmup_runs_once_on_the_master_before_copies() -> None:
+    calls: list[str] = []
+
+    def simulate(*, state: dict[str, Any]) -> dict[str, Any]:
+        return {"ready": np.array(state.get("ready", False))}
+
+    def warm(*, state: dict[str, Any]) -> None:
+        calls.append(threading.current_thread().name)
+        state["ready"] = True
+
+    user_state: dict[str, Any] = {}
+    ens = te.simulate_ensemble(
+        simulate, 6, state=user_state, inject="state", warmup=warm, n_workers=3, progress=False
+    )
+    assert ens["ready"].values.all()
+    assert calls == [threading.current_thread().name]
+    assert user_state == {}, "the user's object is never modified"
+
+
+def test_bad_warmup_is_refused() -> None:
+    with pytest.raises(TypeError, match="warmup must be True, False or a callable"):
+        te.simulate_ensemble(_three_streams, 2, warmup="yes", progress=False)  # type: ignore[arg-type]

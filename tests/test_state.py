@@ -3,7 +3,7 @@ from typing import Any
 
 import pytest
 
-from threadensemble._state import PerThreadState, check_copyable
+from threadensemble._state import PerThreadState, copy_state
 
 
 def test_every_thread_gets_its_own_deep_copy() -> None:
@@ -48,7 +48,7 @@ def test_initializer_failure_is_recorded() -> None:
     assert isinstance(per_thread.init_errors[0], OSError)
 
 
-def test_check_copyable_names_the_type_and_the_cause() -> None:
+def test_copy_state_names_the_type_and_the_cause() -> None:
     with pytest.raises(TypeError, match=r"copy.deepcopy failed on lock: TypeError"):
-        check_copyable(threading.Lock())
-    check_copyable({"fine": [1, 2]})
+        copy_state(threading.Lock())
+    copy_state({"fine": [1, 2]})

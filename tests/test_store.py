@@ -158,3 +158,16 @@ def test_wide_file_names_for_huge_ensembles(tmp_path: Path) -> None:
     assert realization_path(tmp_path, 7, 10).name == "real_00007.nc"
     assert realization_path(tmp_path, 7, 1_000_001).name == "real_0000007.nc"
     assert os.sep not in realization_path(tmp_path, 7, 10).name
+
+
+def test_lazy_open_equals_loaded(tmp_path: Path) -> None:
+    pytest.importorskip("dask")
+    loaded = run(tmp_path, n=5)
+    lazy = run(tmp_path, n=5, lazy=True)
+    assert lazy["walk"].chunks is not None
+    xr.testing.assert_identical(loaded, lazy.compute())
+
+
+def test_lazy_needs_an_output_dir() -> None:
+    with pytest.raises(ValueError, match="lazy=True needs an output_dir"):
+        run(None, n=2, lazy=True)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ state is deep-copied once per thread; each realization draws from its own reprod
 streams; results come back as one `xarray.Dataset` or one NetCDF file per realization.
 """
 
+from ._check import Cause, CheckReport, Difference, Finding, ThreadSafetyError, check
 from ._context import cancelled, current_realization
 from ._engine import simulate_ensemble
 from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
@@ -17,15 +18,21 @@ from ._store import open_ensemble
 __version__ = runtime_info().threadensemble
 
 __all__ = [
+    "Cause",
+    "CheckReport",
+    "Difference",
     "EnsembleError",
+    "Finding",
     "InconsistentRealizationError",
     "ModelSpec",
     "OutputDirError",
     "RuntimeInfo",
     "ThreadLocalGenerator",
+    "ThreadSafetyError",
     "WorkerInitError",
     "__version__",
     "cancelled",
+    "check",
     "current_realization",
     "get_rng",
     "gil_enabled",

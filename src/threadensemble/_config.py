@@ -20,7 +20,7 @@ import numpy as np
 
 from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
 from ._runtime import available_cpus, runtime_info
-from ._state import check_copyable
+from ._state import copy_state
 from ._store import read_manifest
 
 __all__ = ["RunConfig", "make_config"]
@@ -34,8 +34,11 @@ class RunConfig:
     n_realizations: int
     args: tuple[Any, ...]
     kwargs: Mapping[str, Any]
-    state: Any
+    state: Any  # the run's master copy of the user's state (never the user's object)
     inject: str | None
+    warmup: bool | Callable[..., Any]
+    protect_shared: bool
+    lazy: bool
     n_workers: int
     seeds: list[np.random.SeedSequence]
     output_dir: Path | None
@@ -47,6 +50,18 @@ class RunConfig:
     identity: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     run_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def shared_roots(self) -> dict[str, Any]:
+        """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
+        roots = {f"args[{i}]": value for i, value in enumerate(self.args)}
+        roots.update({f"kwargs[{name!r}]": value for name, value in self.kwargs.items()})
+        return roots
+
+    def call_kwargs(self, state: Any) -> dict[str, Any]:
+        """Return the keyword arguments of ``simulate`` with ``state`` injected (if any)."""
+        if self.inject is None:
+            return dict(self.kwargs)
+        return {**self.kwargs, self.inject: state}
 
     def file_attrs(self, index: int) -> dict[str, Any]:
         """Global attributes recorded with realization ``index`` (its seed, the run, the build)."""
@@ -121,6 +136,9 @@ def make_config(
     seed_for: Callable[[int], SeedLike] | None,
     output_dir: str | os.PathLike[str] | None,
     ragged: Sequence[str],
+    warmup: bool | Callable[..., Any],
+    protect_shared: bool,
+    lazy: bool,
     overwrite: bool,
     progress: bool,
     fail_fast: bool,
@@ -142,7 +160,9 @@ def make_config(
                 f"inject={inject!r} was given without state: there is nothing to inject"
             )
         _check_inject(simulate, inject, kw)
-        check_copyable(state)
+        state = copy_state(state)
+    if not isinstance(warmup, bool) and not callable(warmup):
+        raise TypeError(f"warmup must be True, False or a callable like simulate, got {warmup!r}")
     if seed is not None and seed_for is not None:
         raise ValueError("give seed or seed_for, not both: seed_for(k) is realization k's seed")
     if seed_for is not None and not callable(seed_for):
@@ -161,6 +181,8 @@ def make_config(
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
     if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
         raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
+    if lazy and directory is None:
+        raise ValueError("lazy=True needs an output_dir: only files can be opened lazily")
     seed_records = [seed_sequence_record(s) for s in seeds]
     identity = {
         "n_realizations": n,
@@ -171,6 +193,7 @@ def make_config(
         "seed": None if root is None else seed_sequence_record(root),
         "seeds_sha256": hashlib.sha256(json.dumps(seed_records).encode()).hexdigest(),
         "ragged": list(ragged),
+        "warmup": warmup if isinstance(warmup, bool) else _qualname(warmup),
         "threadensemble_version": runtime_info().threadensemble,
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
@@ -189,6 +212,9 @@ def make_config(
         kwargs=kw,
         state=state,
         inject=inject,
+        warmup=warmup,
+        protect_shared=bool(protect_shared),
+        lazy=bool(lazy),
         n_workers=workers,
         seeds=seeds,
         output_dir=directory,

@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from concurrent.futures.thread import BrokenThreadPool
+from contextlib import nullcontext
 from typing import Any
 
 import xarray as xr
@@ -25,12 +26,13 @@ from ._context import realization_context
 from ._errors import EnsembleError, WorkerInitError
 from ._progress import progress_bar
 from ._results import Layout, assemble, check_layout, layout_of, to_dataset
-from ._rng import SeedLike, realization_streams
+from ._rng import SeedLike, named_seed_sequence, realization_streams
 from ._runtime import warn_if_gil_reenabled
+from ._shared import read_only_arrays
 from ._state import PerThreadState
 from ._store import EnsembleStore, open_ensemble
 
-__all__ = ["simulate_ensemble"]
+__all__ = ["realize", "simulate_ensemble", "warm_up"]
 
 
 def simulate_ensemble(
@@ -47,6 +49,9 @@ def simulate_ensemble(
     output_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     ragged: Sequence[str] = (),
+    warmup: bool | Callable[..., Any] = False,
+    protect_shared: bool = False,
+    lazy: bool = False,
     progress: bool = True,
     fail_fast: bool = False,
     retries: int = 0,
@@ -94,6 +99,20 @@ def simulate_ensemble(
     ragged : sequence of str, optional
         Dimensions whose length may differ between realizations (e.g. an event catalogue);
         shorter realizations are padded at the end with missing values in the ensemble.
+    warmup : bool or callable, default False
+        Run ``simulate`` once (True), or this callable with the same arguments, on the master
+        copy of the state before the per-thread copies are made, with a random stream of its
+        own, and discard the result.  For models whose first run after construction differs
+        from later ones (lazy initialization that draws random numbers or fills caches):
+        without it every thread's first realization differs and results depend on the worker
+        count.  `check` detects such models.
+    protect_shared : bool, default False
+        Make every numpy array reachable from ``args`` and ``kwargs`` read-only for the run
+        (flags restored afterwards), so an in-place write into shared data raises at the
+        offending line instead of silently corrupting other realizations.
+    lazy : bool, default False
+        With ``output_dir``, return the ensemble opened lazily with dask (`open_ensemble` with
+        ``lazy=True``) instead of loading it into memory.
     progress : bool, default True
         Show a progress bar (with worker count and whether the GIL is enabled).
     fail_fast : bool, default False
@@ -105,7 +124,7 @@ def simulate_ensemble(
     -------
     xarray.Dataset
         All realizations along a leading ``realization`` dimension, in index order.  With
-        ``output_dir`` this is `open_ensemble` of that directory.
+        ``output_dir`` this is `open_ensemble` of that directory (lazy with ``lazy=True``).
 
     Raises
     ------
@@ -140,6 +159,9 @@ def simulate_ensemble(
         seed_for=seed_for,
         output_dir=output_dir,
         ragged=ragged,
+        warmup=warmup,
+        protect_shared=protect_shared,
+        lazy=lazy,
         overwrite=overwrite,
         progress=progress,
         fail_fast=fail_fast,
@@ -149,20 +171,34 @@ def simulate_ensemble(
     if config.output_dir is not None:
         store = EnsembleStore.check(config.output_dir, config.identity, config.digest, overwrite)
     warn_if_gil_reenabled()
+    with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
+        if config.warmup:
+            warm_up(config)
+        if store is not None:
+            store.open(overwrite)
+        run = _Run(config, store)
+        run.execute()
     if store is not None:
-        store.open(overwrite)
-    return _Run(config, store).execute()
+        return open_ensemble(store.output_dir, lazy=config.lazy)
+    return run.assemble()
 
 
-def _realize(
+def warm_up(config: RunConfig) -> None:
+    """Run the warm-up on the master state in the calling thread, before any copy is made."""
+    warm = config.simulate if config.warmup is True else config.warmup
+    assert callable(warm)
+    seq = named_seed_sequence(config.seeds[0], "threadensemble.warmup")
+    with realization_streams(seq):
+        warm(*config.args, **config.call_kwargs(config.state))
+
+
+def realize(
     config: RunConfig, per_thread: PerThreadState | None, cancel: threading.Event, index: int
 ) -> xr.Dataset:
     """Compute realization ``index`` in a worker thread.  Takes no lock."""
     if cancel.is_set():
         raise CancelledError
-    kwargs = config.kwargs
-    if per_thread is not None:
-        kwargs = {**kwargs, str(config.inject): per_thread.get()}
+    kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
     with realization_streams(config.seeds[index]), realization_context(index, cancel):
         output = config.simulate(*config.args, **kwargs)
     return to_dataset(output).assign_attrs(config.file_attrs(index))
@@ -185,7 +221,8 @@ class _Run:
         self.cancel = threading.Event()
         self.per_thread = PerThreadState(config.state) if config.inject is not None else None
 
-    def execute(self) -> xr.Dataset:
+    def execute(self) -> None:
+        """Run every realization not yet done; raise EnsembleError listing any failures."""
         config = self.config
         done = self.store.completed if self.store is not None else set()
         todo = deque(k for k in range(config.n_realizations) if k not in done)
@@ -201,7 +238,7 @@ class _Run:
             while todo or running:
                 while todo and len(running) < window and not self._stopping():
                     k = todo.popleft()
-                    running[pool.submit(_realize, config, self.per_thread, self.cancel, k)] = k
+                    running[pool.submit(realize, config, self.per_thread, self.cancel, k)] = k
                 if not running:
                     break
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -236,9 +273,10 @@ class _Run:
             raise EnsembleError(self.failures, sorted(self.completed)) from next(
                 iter(self.failures.values())
             )
-        if self.store is not None:
-            return open_ensemble(self.store.output_dir)
-        return assemble(list(self.results.values()), list(self.results), config.ragged)
+
+    def assemble(self) -> xr.Dataset:
+        """Return the in-memory realizations as one ensemble."""
+        return assemble(list(self.results.values()), list(self.results), self.config.ragged)
 
     def _stopping(self) -> bool:
         return self.config.fail_fast and bool(self.failures)

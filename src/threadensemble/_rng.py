@@ -32,6 +32,7 @@ __all__ = [
     "ThreadLocalGenerator",
     "as_seed_sequence",
     "get_rng",
+    "named_seed_sequence",
     "realization_seeds",
     "realization_streams",
     "reseed",
@@ -47,6 +48,13 @@ def _stream_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
 
 
+def named_seed_sequence(root: np.random.SeedSequence, name: str) -> np.random.SeedSequence:
+    """Return the sequence of stream ``name`` under ``root`` (its spawn key extended by a hash)."""
+    return np.random.SeedSequence(
+        root.entropy, spawn_key=(*root.spawn_key, _stream_key(name)), pool_size=root.pool_size
+    )
+
+
 class _Streams:
     """The generators of one thread for one realization, created on first use."""
 
@@ -59,13 +67,7 @@ class _Streams:
     def get(self, name: str | None) -> np.random.Generator:
         generator = self.generators.get(name)
         if generator is None:
-            seq = self.root
-            if name is not None:
-                seq = np.random.SeedSequence(
-                    self.root.entropy,
-                    spawn_key=(*self.root.spawn_key, _stream_key(name)),
-                    pool_size=self.root.pool_size,
-                )
+            seq = self.root if name is None else named_seed_sequence(self.root, name)
             generator = np.random.Generator(np.random.PCG64(seq))
             self.generators[name] = generator
         return generator

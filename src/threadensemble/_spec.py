@@ -8,6 +8,7 @@ from typing import Any
 
 import xarray as xr
 
+from ._check import CheckReport, check
 from ._engine import simulate_ensemble
 
 __all__ = ["ModelSpec"]
@@ -45,6 +46,18 @@ class ModelSpec:
     inject: str | None = None
     ragged: Sequence[str] = ()
     description: str = ""
+
+    def check(self, **options: Any) -> CheckReport:
+        """Run the thread-safety `check` on this model; ``options`` are those of `check`."""
+        return check(
+            self.simulate,
+            args=self.args,
+            kwargs=self.kwargs,
+            state=self.state,
+            inject=self.inject,
+            ragged=self.ragged,
+            **options,
+        )
 
     def run(self, n_realizations: int, **options: Any) -> xr.Dataset:
         """Run an ensemble of this model; ``options`` are those of `simulate_ensemble`."""

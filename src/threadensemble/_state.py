@@ -12,13 +12,17 @@ import copy
 import threading
 from typing import Any
 
-__all__ = ["PerThreadState", "check_copyable"]
+__all__ = ["PerThreadState", "copy_state"]
 
 
-def check_copyable(state: Any) -> None:
-    """Raise TypeError, before any thread starts, when ``state`` cannot be deep-copied."""
+def copy_state(state: Any) -> Any:
+    """Return a deep copy of ``state``; raise TypeError naming the cause when there is none.
+
+    The engine works from this copy (the master of the run), never from the user's object, and
+    makes it before any thread starts, so an uncopyable state is reported first.
+    """
     try:
-        copy.deepcopy(state)
+        return copy.deepcopy(state)
     except Exception as exc:
         raise TypeError(
             f"state must be deep-copyable (each worker thread gets its own copy), but "

@@ -21,13 +21,14 @@ import xarray as xr
 from ._errors import OutputDirError
 from ._netcdf import (
     TEMP_SUFFIX,
+    netcdf_lock,
     read_attrs,
     read_realization,
     realization_files,
     realization_path,
     write_atomic,
 )
-from ._results import assemble
+from ._results import REALIZATION_DIM, assemble
 
 __all__ = ["MANIFEST_NAME", "EnsembleStore", "open_ensemble", "read_manifest"]
 
@@ -168,7 +169,7 @@ class EnsembleStore:
 
 
 def open_ensemble(
-    output_dir: str | os.PathLike[str], *, allow_incomplete: bool = False
+    output_dir: str | os.PathLike[str], *, allow_incomplete: bool = False, lazy: bool = False
 ) -> xr.Dataset:
     """Open an ensemble directory as one Dataset with a leading ``realization`` dimension.
 
@@ -178,12 +179,15 @@ def open_ensemble(
         A directory written by `simulate_ensemble`.
     allow_incomplete : bool, default False
         Open the realizations present even when the manifest lists missing ones.
+    lazy : bool, default False
+        Open the files lazily as dask arrays (needs dask; not for ragged ensembles), so that
+        ensembles larger than memory can be opened.  Reads hold `netcdf_lock`.
 
     Returns
     -------
     xarray.Dataset
-        The realizations in index order, loaded into memory (the files are closed again), equal
-        to what `simulate_ensemble` returned for the same run.
+        The realizations in index order, equal to what `simulate_ensemble` returned for the
+        same run: loaded into memory (files closed again), or lazy.
 
     Raises
     ------
@@ -211,5 +215,29 @@ def open_ensemble(
             )
     if not files:
         raise FileNotFoundError(f"no realization files in {str(directory)!r}")
+    if lazy:
+        return _open_lazily(list(files.values()), list(files), ragged)
     datasets = [read_realization(path) for path in files.values()]
     return assemble(datasets, list(files), ragged)
+
+
+def _open_lazily(paths: list[Path], indices: list[int], ragged: Sequence[str]) -> xr.Dataset:
+    if ragged:
+        raise ValueError(f"lazy=True cannot open an ensemble with ragged dimensions {list(ragged)}")
+    try:
+        import dask  # noqa: F401
+    except ImportError:
+        raise ImportError("lazy=True needs dask: pip install 'threadensemble[dask]'") from None
+    ensemble = xr.open_mfdataset(
+        paths,
+        engine="netcdf4",
+        lock=netcdf_lock,
+        combine="nested",
+        concat_dim=REALIZATION_DIM,
+        data_vars="all",
+        coords="minimal",
+        compat="equals",
+        join="exact",
+        combine_attrs="drop_conflicts",
+    )
+    return ensemble.assign_coords({REALIZATION_DIM: indices}).transpose(REALIZATION_DIM, ...)

@@ -1,0 +1,171 @@
+"""The thread-safety check on deliberately broken models, each reported with its cause."""
+
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+import threadensemble as te
+from threadensemble import Cause
+
+
+class Model:
+    def __init__(self) -> None:
+        self.weights = np.linspace(0.0, 1.0, 50)
+        self.calls = 0
+
+
+def correct(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    buf[:] = model.weights * te.get_rng().standard_normal(model.weights.size)
+    return {"x": ("cell", buf.copy())}
+
+
+def writes_shared_array(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    model.weights *= 1.01  # in-place write into the shared model
+    return {"x": ("cell", model.weights * te.get_rng().random())}
+
+
+CACHE: dict[int, float] = {}
+
+
+def module_cache(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    key = int(te.get_rng().integers(0, 3))
+    if key not in CACHE:  # filled by whichever realization comes first
+        CACHE[key] = float(te.get_rng("cache").random())
+    return {"x": np.array(CACHE[key])}
+
+
+def global_numpy_random(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    return {"x": ("cell", np.random.standard_normal(model.weights.size))}
+
+
+def counts_calls(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    model.calls += 1  # attribute of the shared model
+    return {"x": np.array(model.calls * te.get_rng().random())}
+
+
+class LazyTable:
+    """State that fills a random table on first use (drawing from the realization's stream)."""
+
+    def __init__(self) -> None:
+        self.table: np.ndarray | None = None
+
+
+def lazy_first_run(model: Model, *, buf: LazyTable) -> dict[str, Any]:
+    if buf.table is None:
+        buf.table = te.get_rng().random(5)  # consumes numbers on the first run only
+    return {"x": ("k", buf.table * te.get_rng().random())}
+
+
+def carries_over(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+    buf += te.get_rng().random(buf.size)  # accumulates instead of resetting
+    return {"x": ("cell", buf.copy())}
+
+
+def run_check(simulate: Any, state: Any = None, **options: Any) -> te.CheckReport:
+    state = np.zeros(50) if state is None else state
+    return te.check(
+        simulate, args=(Model(),), state=state, inject="buf", sample=6, n_workers=3, **options
+    )
+
+
+def test_correct_model_passes() -> None:
+    report = run_check(correct)
+    assert report.ok, str(report)
+    assert report.protected_arrays == 1
+    assert "passed" in str(report)
+    report.raise_if_failed()
+
+
+def test_in_place_write_to_shared_array_is_caught_at_the_line() -> None:
+    model = Model()
+    report = te.check(
+        writes_shared_array, args=(model,), state=np.zeros(50), inject="buf", sample=4, n_workers=2
+    )
+    assert Cause.SHARED_ARRAY_WRITE in report.causes
+    assert "test_check.py" in str(report) and "model.weights *= 1.01" in str(report)
+    assert model.weights.flags.writeable, "flags are restored afterwards"
+    np.testing.assert_array_equal(model.weights, np.linspace(0.0, 1.0, 50))
+
+
+def test_module_level_cache_is_named() -> None:
+    CACHE.clear()
+    report = run_check(module_cache)
+    assert Cause.MODULE_STATE_CHANGED in report.causes
+    assert "test_check.CACHE" in str(report)
+
+
+def test_global_numpy_random_is_named() -> None:
+    report = run_check(global_numpy_random)
+    assert Cause.GLOBAL_NUMPY_RANDOM in report.causes
+    assert not report.ok
+    with pytest.raises(te.ThreadSafetyError, match=r"global numpy\.random"):
+        report.raise_if_failed()
+
+
+def test_mutated_attribute_of_shared_model_is_named() -> None:
+    report = run_check(counts_calls)
+    assert Cause.SHARED_OBJECT_CHANGED in report.causes
+    assert "args[0].calls: 0 -> " in str(report)
+
+
+def test_first_run_effect_is_recognised_and_warmup_fixes_it() -> None:
+    report = run_check(lazy_first_run, state=LazyTable())
+    assert Cause.FIRST_RUN_DIFFERS in report.causes
+    assert Cause.STATE_CARRIED_OVER not in report.causes
+    assert "warmup=True" in str(report)
+    assert run_check(lazy_first_run, state=LazyTable(), warmup=True).ok
+
+
+def test_warmup_makes_the_ensemble_independent_of_the_worker_count() -> None:
+    def ensemble(n_workers: int, warmup: bool) -> Any:
+        barrier = threading.Barrier(n_workers)
+
+        def together(model: Model, *, buf: LazyTable) -> dict[str, Any]:
+            k = te.current_realization()  # None during the warm-up
+            if k is not None and k < n_workers:
+                barrier.wait(timeout=30)  # realizations 0..n-1 run on n distinct fresh copies
+            return lazy_first_run(model, buf=buf)
+
+        together.__qualname__ = "together"
+        return te.simulate_ensemble(
+            together, 12, args=(Model(),), state=LazyTable(), inject="buf", seed=1,
+            n_workers=n_workers, warmup=warmup, progress=False,
+        )  # fmt: skip
+
+    assert not ensemble(1, False).identical(ensemble(3, False))
+    assert ensemble(1, True).identical(ensemble(3, True))
+
+
+def test_state_carried_over_is_named() -> None:
+    report = run_check(carries_over)
+    assert Cause.STATE_CARRIED_OVER in report.causes
+    assert any(d.comparison == "run twice in a row on the same state" for d in report.differences)
+
+
+def test_differences_are_reported_per_realization_and_variable() -> None:
+    report = run_check(carries_over)
+    diff = report.differences[0]
+    assert diff.variable == "x"
+    assert 0 < diff.fraction <= 1
+    assert diff.max_abs_diff > 0
+
+
+def test_exceptions_are_reported() -> None:
+    def broken(model: Model, *, buf: np.ndarray) -> dict[str, Any]:
+        raise KeyError("missing station")
+
+    report = run_check(broken)
+    assert report.causes == {Cause.SIMULATE_RAISED}
+    assert "KeyError: 'missing station'" in str(report)
+
+
+def test_check_needs_two_threads() -> None:
+    with pytest.raises(ValueError, match="n_workers must be >= 2"):
+        te.check(correct, args=(Model(),), state=np.zeros(50), inject="buf", n_workers=1)
+
+
+def test_spec_check() -> None:
+    spec = te.ModelSpec(correct, args=(Model(),), state=np.zeros(50), inject="buf")
+    assert spec.check(sample=4, n_workers=2).ok
