@@ -1,6 +1,10 @@
 import copy
 import hashlib
+import json
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -334,3 +338,59 @@ def test_warmup_runs_once_on_the_master_before_copies() -> None:
 def test_bad_warmup_is_refused() -> None:
     with pytest.raises(TypeError, match="warmup must be True, False or a callable"):
         te.simulate_ensemble(_three_streams, 2, warmup="yes", progress=False)  # type: ignore[arg-type]
+
+
+INTERRUPTIBLE = """
+import sys, time
+import numpy as np
+import threadensemble as te
+
+def slow():
+    k = te.current_realization()
+    for _ in range(int(sys.argv[2])):
+        if te.cancelled():  # polled, so Ctrl-C does not wait for the whole realization
+            break
+        time.sleep(0.01)
+    return {"x": np.full(3, float(k)) + te.get_rng().random(3)}
+
+te.simulate_ensemble(slow, 60, n_workers=4, seed=1, output_dir=sys.argv[1], progress=False)
+"""
+
+
+def test_ctrl_c_keeps_completed_files_and_a_rerun_resumes(tmp_path: Path) -> None:
+    script = tmp_path / "interruptible.py"
+    script.write_text(INTERRUPTIBLE)
+    out = tmp_path / "run"
+
+    def start(directory: Path, steps: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(script), str(directory), str(steps)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    child = start(out, 30)
+    deadline = time.monotonic() + 60
+    while len(list(out.glob("real_*.nc"))) < 6:
+        assert child.poll() is None and time.monotonic() < deadline, "run ended before SIGINT"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
+    _, stderr = child.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 10, "cancellation waited for running work"
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+    files = sorted(int(p.stem.split("_")[1]) for p in out.glob("real_*.nc"))
+    assert 6 <= len(files) < 60
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [], "no partial files"
+    manifest = json.loads((out / "threadensemble.json").read_text())
+    assert manifest["completed"] == files, "manifest agrees with the files"
+    for path in out.glob("real_*.nc"):  # every kept file is complete and readable
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            assert ds["x"].size == 3
+
+    for directory in (out, tmp_path / "uninterrupted"):  # the re-run resumes; a reference run
+        done = subprocess.run(
+            [sys.executable, str(script), str(directory), "0"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "uninterrupted"))
