@@ -73,7 +73,34 @@ def test_bad_input_exits_nonzero_with_one_line(
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["info"]])
+def test_check_an_example(tmp_path: Path) -> None:
+    result = cli("check", "weather", "-p", "n_days=40", "--sample", "4", "-j", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "thread-safety check of simulate: passed" in result.stdout
+
+
+BROKEN = """
+import numpy as np
+import threadensemble as te
+
+def simulate(table):
+    table += 1.0
+    return {"x": table.copy()}
+
+def build():
+    return te.ModelSpec(simulate, args=(np.zeros(3),))
+"""
+
+
+def test_check_a_broken_model_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "broken_model.py").write_text(BROKEN)
+    result = cli("check", "broken_model:build", "--sample", "4", "-j", "2", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "[simulate writes into a shared array]" in result.stdout
+    assert "table += 1.0" in result.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["demo"], ["run"], ["info"], ["check"]])
 def test_help(tmp_path: Path, command: list[str]) -> None:
     result = cli(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0 and "usage: threadensemble" in result.stdout

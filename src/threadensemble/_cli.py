@@ -1,4 +1,4 @@
-"""The command line: ``threadensemble demo | run | info`` (also ``python -m threadensemble``)."""
+"""The command line: ``threadensemble demo | run | info | check``."""
 
 from __future__ import annotations
 
@@ -108,6 +108,12 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(spec: ModelSpec, args: argparse.Namespace) -> int:
+    report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed, warmup=args.warmup)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def _info(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
@@ -177,6 +183,22 @@ def _parser() -> argparse.ArgumentParser:
     add_run_options(run, 10, None)
     info = commands.add_parser("info", help="summarise an ensemble directory")
     info.add_argument("directory")
+    check = commands.add_parser(
+        "check", help="check that a model gives the same results on threads as on one worker"
+    )
+    check.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")
+    check.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="factory parameter (repeatable)",
+    )
+    check.add_argument("--sample", type=int, default=8, help="realizations to run (default 8)")
+    check.add_argument("-j", "--jobs", type=int, default=4, help="threads (default 4)")
+    check.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    check.add_argument("--warmup", action="store_true", help="warm the state up first")
     return parser
 
 
@@ -188,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(build_spec("weather"), args)
         if args.command == "run":
             return _run(build_spec(args.model, args.param), args)
+        if args.command == "check":
+            return _check(build_spec(args.model, args.param), args)
         return _info(args)
     except (CommandError, TypeError, ValueError, OutputDirError, WorkerInitError) as exc:
         print(f"threadensemble: error: {exc}", file=sys.stderr)
