@@ -168,33 +168,22 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
+    def add_model_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")
+        p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="factory parameter (repeatable)")  # fmt: skip
+
     demo = commands.add_parser("demo", help="run the built-in weather generator example")
     add_run_options(demo, 16, "threadensemble-demo")
     run = commands.add_parser("run", help="run a model built by MODULE:FACTORY")
-    run.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")
-    run.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="factory parameter (repeatable)",
-    )
+    add_model_arguments(run)
     add_run_options(run, 10, None)
     info = commands.add_parser("info", help="summarise an ensemble directory")
     info.add_argument("directory")
     check = commands.add_parser(
         "check", help="check that a model gives the same results on threads as on one worker"
     )
-    check.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")
-    check.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="factory parameter (repeatable)",
-    )
+    add_model_arguments(check)
     check.add_argument("--sample", type=int, default=8, help="realizations to run (default 8)")
     check.add_argument("-j", "--jobs", type=int, default=4, help="threads (default 4)")
     check.add_argument("--seed", type=int, default=0, help="seed (default 0)")

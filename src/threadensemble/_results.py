@@ -10,9 +10,29 @@ import xarray as xr
 
 from ._errors import InconsistentRealizationError
 
-__all__ = ["REALIZATION_DIM", "Layout", "assemble", "check_layout", "layout_of", "to_dataset"]
+__all__ = [
+    "CONCAT_OPTIONS",
+    "REALIZATION_DIM",
+    "Layout",
+    "assemble",
+    "check_layout",
+    "label_realizations",
+    "layout_of",
+    "to_dataset",
+]
 
 REALIZATION_DIM = "realization"
+
+# How realizations are concatenated, in memory and from files alike: every data variable gets
+# the realization dimension; coordinates and indexes must agree exactly between realizations;
+# attributes that differ between them (their index and seed) are dropped.
+CONCAT_OPTIONS: dict[str, Any] = {
+    "data_vars": "all",
+    "coords": "minimal",
+    "compat": "equals",
+    "join": "exact",
+    "combine_attrs": "drop_conflicts",
+}
 
 # name -> (dims, shape, dtype) of every data variable and coordinate
 Layout = dict[str, tuple[tuple[str, ...], tuple[int, ...], str]]
@@ -112,15 +132,12 @@ def assemble(
     ordered = [datasets[i] for i in order]
     if ragged:
         ordered = _pad_ragged(ordered, ragged)
-    ensemble = xr.concat(
-        ordered,
-        dim=REALIZATION_DIM,
-        data_vars="all",
-        coords="minimal",
-        compat="equals",
-        join="exact",
-        combine_attrs="drop_conflicts",
-    )
-    ensemble = ensemble.assign_coords({REALIZATION_DIM: np.asarray(indices)[order]})
-    ordered_dims: xr.Dataset = ensemble.transpose(REALIZATION_DIM, ...)
+    ensemble = xr.concat(ordered, dim=REALIZATION_DIM, **CONCAT_OPTIONS)
+    return label_realizations(ensemble, [indices[i] for i in order])
+
+
+def label_realizations(ensemble: xr.Dataset, indices: Sequence[int]) -> xr.Dataset:
+    """Give a concatenated ensemble its ``realization`` coordinate and put that dim first."""
+    labelled = ensemble.assign_coords({REALIZATION_DIM: np.asarray(indices)})
+    ordered_dims: xr.Dataset = labelled.transpose(REALIZATION_DIM, ...)
     return ordered_dims

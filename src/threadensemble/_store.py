@@ -28,7 +28,7 @@ from ._netcdf import (
     realization_path,
     write_atomic,
 )
-from ._results import REALIZATION_DIM, assemble
+from ._results import CONCAT_OPTIONS, REALIZATION_DIM, assemble, label_realizations
 
 __all__ = ["MANIFEST_NAME", "EnsembleStore", "open_ensemble", "read_manifest"]
 
@@ -234,10 +234,6 @@ def _open_lazily(paths: list[Path], indices: list[int], ragged: Sequence[str]) -
         lock=netcdf_lock,
         combine="nested",
         concat_dim=REALIZATION_DIM,
-        data_vars="all",
-        coords="minimal",
-        compat="equals",
-        join="exact",
-        combine_attrs="drop_conflicts",
+        **CONCAT_OPTIONS,
     )
-    return ensemble.assign_coords({REALIZATION_DIM: indices}).transpose(REALIZATION_DIM, ...)
+    return label_realizations(ensemble, indices)
