@@ -1,9 +1,13 @@
-"""Shared test helpers: a small reference model, and thread bookkeeping."""
+"""Shared test helpers: a small reference model, thread bookkeeping, Markdown code blocks."""
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,3 +52,43 @@ def no_leftover_threads() -> Iterator[None]:
     for thread in worker_threads():
         thread.join(timeout=5)
     assert worker_threads() == []
+
+
+# A ```python block of a Markdown page preceded by this line is not run by the tests (the
+# reason is required); docs/index.md documents it for authors.
+SKIP_MARKER = re.compile(r"<!-- docs-test: skip \((?P<reason>[^)]+)\) -->")
+
+
+@dataclass(frozen=True)
+class CodeBlock:
+    """A ```python block of a Markdown file."""
+
+    line: int  # line number of its first line of code in the file
+    code: str
+    skip: str | None  # the reason of a skip marker right before the block, if any
+
+
+def python_blocks(path: Path) -> list[CodeBlock]:
+    """Return every ```python block of a Markdown file, in order."""
+    text = path.read_text()
+    blocks = []
+    for match in re.finditer(r"^```python\n(.*?)^```", text, flags=re.DOTALL | re.MULTILINE):
+        before = text[: match.start()]
+        previous_line = before.rstrip("\n").rpartition("\n")[2]
+        skip = SKIP_MARKER.fullmatch(previous_line)
+        line = before.count("\n") + 2
+        blocks.append(CodeBlock(line, match.group(1), skip["reason"] if skip else None))
+    return blocks
+
+
+def run_python_blocks(path: Path) -> dict[str, Any]:
+    """Run the blocks of a Markdown file that are not marked skip, in order, in one namespace.
+
+    Tracebacks give the file's own line numbers.  Returns the namespace.
+    """
+    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
+    for block in python_blocks(path):
+        if block.skip is None:
+            code = "\n" * (block.line - 1) + block.code  # so that line numbers match the file
+            exec(compile(code, str(path), "exec"), namespace)
+    return namespace

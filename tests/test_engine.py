@@ -341,9 +341,12 @@ def test_bad_warmup_is_refused() -> None:
 
 
 INTERRUPTIBLE = """
-import sys, time
+import signal, sys, time
 import numpy as np
 import threadensemble as te
+
+# pytest-xdist workers ignore SIGINT, and a child inherits that: take Ctrl-C as Python does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 def slow():
     k = te.current_realization()

@@ -3,6 +3,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from threadensemble._shared import changes, fingerprint, reachable, read_only_arrays
 
@@ -83,3 +84,12 @@ def test_generator_state_is_fingerprinted() -> None:
     before = fingerprint({"g": gen})
     gen.random()
     assert changes(before, fingerprint({"g": gen}))[0].startswith("g: Generator state")
+
+
+def test_fingerprint_of_values_made_on_access_is_stable() -> None:
+    # A Dataset makes a new DataArray on each access: the walk must not mistake a later one for
+    # an earlier one whose id has been reused.
+    roots = {f"ds{i}": xr.Dataset({"v": ("x", np.arange(3.0) + i)}) for i in range(20)}
+    first = fingerprint(roots)
+    assert len([path for path in first if path.endswith("['v']")]) == 20
+    assert changes(first, fingerprint(roots)) == []

@@ -3,6 +3,7 @@ from typing import Any
 
 import pytest
 
+from threadensemble import WorkerInitError
 from threadensemble._state import PerThreadState, copy_state
 
 
@@ -52,3 +53,32 @@ def test_copy_state_names_the_type_and_the_cause() -> None:
     with pytest.raises(TypeError, match=r"copy.deepcopy failed on lock: TypeError"):
         copy_state(threading.Lock())
     copy_state({"fine": [1, 2]})
+
+
+def test_lazy_copies_are_made_per_thread_on_first_get() -> None:
+    master = {"buffer": [0]}
+    per_thread = PerThreadState(master, lazy=True)
+    seen: dict[int, list[int]] = {}
+
+    def worker(i: int) -> None:
+        first = per_thread.get()
+        first["buffer"].append(i)
+        seen[i] = [id(first), id(per_thread.get())]
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(a == b for a, b in seen.values()), "one copy per thread, kept"
+    assert len({a for a, _ in seen.values()}) == 4
+    assert master == {"buffer": [0]}
+
+
+def test_lazy_copy_failure_is_a_worker_init_error() -> None:
+    class Fussy:
+        def __deepcopy__(self, memo: dict[int, Any]) -> "Fussy":
+            raise MemoryError("no room")
+
+    with pytest.raises(WorkerInitError, match="could not deep-copy the state: MemoryError"):
+        PerThreadState(Fussy(), lazy=True).get()

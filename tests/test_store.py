@@ -171,3 +171,12 @@ def test_lazy_open_equals_loaded(tmp_path: Path) -> None:
 def test_lazy_needs_an_output_dir() -> None:
     with pytest.raises(ValueError, match="lazy=True needs an output_dir"):
         run(None, n=2, lazy=True)  # type: ignore[arg-type]
+
+
+def test_a_worker_file_that_is_not_visible_here_is_reported(tmp_path: Path) -> None:
+    from threadensemble._store import EnsembleStore
+
+    store = EnsembleStore(tmp_path, {"n_realizations": 3}, "digest")
+    with pytest.raises(te.OutputDirError, match="not visible here: output_dir must be on a"):
+        store.commit(1, ".real_00001.nc.1.2.tmp")
+    assert not store.completed

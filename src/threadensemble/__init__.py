@@ -10,6 +10,7 @@ from ._context import cancelled, current_realization
 from ._engine import simulate_ensemble
 from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
 from ._netcdf import netcdf_lock
+from ._picklable import check_picklable
 from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
 from ._spec import ModelSpec
@@ -33,6 +34,7 @@ __all__ = [
     "__version__",
     "cancelled",
     "check",
+    "check_picklable",
     "current_realization",
     "get_rng",
     "gil_enabled",

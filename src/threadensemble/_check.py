@@ -381,7 +381,7 @@ def check(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=None, output_dir=None, ragged=ragged,
         warmup=warmup, protect_shared=protect_shared, lazy=False, overwrite=False,
-        progress=False, fail_fast=False, retries=0,
+        progress=False, fail_fast=False, retries=0, client=None,
     )  # fmt: skip
     if config.n_workers < 2:
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")

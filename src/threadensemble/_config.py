@@ -14,14 +14,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._picklable import check_picklable
 from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
 from ._runtime import available_cpus, runtime_info
+from ._shared import context_roots
 from ._state import copy_state
 from ._store import read_manifest
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 __all__ = ["RunConfig", "make_config"]
 
@@ -47,15 +52,14 @@ class RunConfig:
     fail_fast: bool
     retries: int
     overwrite: bool
+    client: Client | None  # None: local threads (n_workers of them); else the dask cluster's
     identity: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     run_attrs: dict[str, Any] = field(default_factory=dict)
 
     def shared_roots(self) -> dict[str, Any]:
         """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
-        roots = {f"args[{i}]": value for i, value in enumerate(self.args)}
-        roots.update({f"kwargs[{name!r}]": value for name, value in self.kwargs.items()})
-        return roots
+        return context_roots(self.args, self.kwargs)
 
     def call_kwargs(self, state: Any) -> dict[str, Any]:
         """Return the keyword arguments of ``simulate`` with ``state`` injected (if any)."""
@@ -104,6 +108,24 @@ def _check_inject(simulate: Callable[..., Any], inject: str, kwargs: Mapping[str
         )
 
 
+def _check_client(client: object) -> None:
+    try:
+        from distributed import Client  # the optional dask extra
+    except ImportError:
+        raise TypeError(
+            f"client must be a distributed.Client, got {client!r}, and distributed is not "
+            "installed: pip install 'threadensemble[dask]'"
+        ) from None
+    if not isinstance(client, Client):
+        raise TypeError(
+            f"client must be a distributed.Client (or None for local threads), got {client!r}"
+        )
+    if client.status != "running":
+        raise ValueError(
+            f"client must be connected to a scheduler, but its status is {client.status!r}"
+        )
+
+
 def _resumed_seed(directory: Path | None) -> np.random.SeedSequence | None:
     """Return the run seed recorded in ``directory``'s manifest, so that seed=None resumes."""
     manifest = read_manifest(directory) if directory is not None and directory.is_dir() else None
@@ -143,6 +165,7 @@ def make_config(
     progress: bool,
     fail_fast: bool,
     retries: int,
+    client: Client | None,
 ) -> RunConfig:
     """Validate the arguments of `simulate_ensemble` and return the run configuration."""
     if not callable(simulate):
@@ -183,6 +206,14 @@ def make_config(
         raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
     if lazy and directory is None:
         raise ValueError("lazy=True needs an output_dir: only files can be opened lazily")
+    if client is not None:
+        _check_client(client)
+        if n_workers is not None:
+            raise ValueError(
+                f"n_workers={n_workers!r} sets the local threads; with a client the "
+                "realizations run on the cluster's worker threads: size the cluster instead"
+            )
+        check_picklable(simulate, args=args, kwargs=kw, state=state)
     seed_records = [seed_sequence_record(s) for s in seeds]
     identity = {
         "n_realizations": n,
@@ -223,6 +254,7 @@ def make_config(
         progress=bool(progress),
         fail_fast=bool(fail_fast),
         retries=int(retries),
+        client=client,
         identity=identity,
         digest=digest,
         run_attrs=run_attrs,

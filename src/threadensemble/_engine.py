@@ -1,11 +1,15 @@
-"""`simulate_ensemble`: realizations on a thread pool, completed in the calling thread.
+"""`simulate_ensemble`: realizations on a backend, completed in the calling thread.
 
-Workers only simulate.  Each holds its own deep copy of the state (made by the pool's
-initializer) and per-realization RNG streams, so the simulation path takes no lock.  Everything
-shared by the run (progress bar, result collection, NetCDF writing, the manifest) lives in the
-calling thread's completion loop, so it needs no lock either, except netCDF calls, which hold
-the process-wide `netcdf_lock`.  At most ``2 * n_workers`` realizations are submitted and not yet
-collected at any time: memory stays bounded and cancellation is quick.
+A backend runs realizations: the local thread pool (`_Threads`), or a dask cluster
+(`threadensemble._distributed.DaskBackend`, with ``client=``).  Workers only simulate.  Each
+worker thread holds its own deep copy of the state and per-realization RNG streams, so the
+simulation path takes no lock.  Everything shared by the run (progress bar, result collection,
+the layout check, NetCDF writing or committing, the manifest, retries) lives in the calling
+thread's one completion loop (`_Run.execute`), whatever the backend, so it needs no lock either,
+except netCDF calls, which hold the process-wide `netcdf_lock`.  At most twice as many
+realizations as there are worker threads are submitted and not yet collected at any time:
+memory stays bounded and cancellation is quick.  Ctrl-C is taken between the loop's steps
+(`threadensemble._interrupt`), never in the middle of writing or recording a realization.
 """
 
 from __future__ import annotations
@@ -13,26 +17,31 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
 from concurrent.futures.thread import BrokenThreadPool
 from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 import xarray as xr
 
 from ._config import RunConfig, make_config
 from ._context import realization_context
 from ._errors import EnsembleError, WorkerInitError
+from ._interrupt import deferred_keyboard_interrupt
 from ._progress import progress_bar
 from ._results import Layout, assemble, check_layout, layout_of, to_dataset
 from ._rng import SeedLike, named_seed_sequence, realization_streams
-from ._runtime import warn_if_gil_reenabled
+from ._runtime import gil_enabled, warn_if_gil_reenabled
 from ._shared import read_only_arrays
-from ._state import PerThreadState
+from ._state import PerThreadState, worker_init_error
 from ._store import EnsembleStore, open_ensemble
 
-__all__ = ["realize", "simulate_ensemble", "warm_up"]
+if TYPE_CHECKING:
+    from distributed import Client
+
+__all__ = ["Backend", "Outcome", "Written", "realize", "simulate_ensemble", "warm_up"]
 
 
 def simulate_ensemble(
@@ -55,6 +64,7 @@ def simulate_ensemble(
     progress: bool = True,
     fail_fast: bool = False,
     retries: int = 0,
+    client: Client | None = None,
 ) -> xr.Dataset:
     """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
 
@@ -119,6 +129,14 @@ def simulate_ensemble(
         Stop at the first failed realization instead of finishing the others first.
     retries : int, default 0
         Run a failed realization again up to this many times (with the same seed).
+    client : distributed.Client, optional
+        Run the realizations on this dask cluster instead of local threads (needs the ``dask``
+        extra).  ``simulate``, ``args``, ``kwargs`` and ``state`` must then be picklable (see
+        `check_picklable`); they are sent to each worker process once, and each worker thread
+        deep-copies the state on first use.  Realizations are bitwise identical to local
+        threads.  ``output_dir`` must be on a filesystem shared by the workers and this process,
+        at the same path: workers write the files, this process commits and records them.
+        ``n_workers`` must not be given: the cluster's threads are the workers.
 
     Returns
     -------
@@ -129,7 +147,8 @@ def simulate_ensemble(
     Raises
     ------
     TypeError, ValueError, OutputDirError
-        Bad arguments, before any thread starts or any file is touched.
+        Bad arguments (an unpicklable model with ``client``, say), before any thread starts or
+        any file is touched.
     EnsembleError
         Some realizations failed; it lists each with its exception and traceback.  All the
         others were completed (and written, with ``output_dir``).
@@ -166,11 +185,13 @@ def simulate_ensemble(
         progress=progress,
         fail_fast=fail_fast,
         retries=retries,
+        client=client,
     )
     store = None
     if config.output_dir is not None:
         store = EnsembleStore.check(config.output_dir, config.identity, config.digest, overwrite)
-    warn_if_gil_reenabled()
+    if config.client is None:  # on dask, the workers' interpreters compute
+        warn_if_gil_reenabled()
     with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
         if config.warmup:
             warm_up(config)
@@ -204,8 +225,100 @@ def realize(
     return to_dataset(output).assign_attrs(config.file_attrs(index))
 
 
+@dataclass(frozen=True)
+class Written:
+    """A realization that a worker wrote, complete, to a temporary file in the output directory.
+
+    The completion loop checks its layout, then commits the file under its final name (or
+    discards it), so that a realization file exists only once the run has accepted it.
+    """
+
+    temporary_name: str
+    layout: Layout
+
+
+Outcome: TypeAlias = "xr.Dataset | Written"
+FutureT = TypeVar("FutureT")
+_POLL_S = 0.2  # longest wait for a realization before the loop looks for a Ctrl-C again
+
+
+class Backend(Protocol[FutureT]):
+    """Where realizations run; `_Run.execute`, in the calling thread, drives any backend.
+
+    The futures of ``submit`` need only be hashable and given back to ``wait`` and ``result``.
+    """
+
+    def describe(self) -> str:
+        """Say who computes, for the progress bar (``4 workers, GIL off``)."""
+        ...
+
+    def capacity(self) -> int:
+        """Return how many worker threads compute now (the loop keeps twice that in flight)."""
+        ...
+
+    def submit(self, index: int) -> FutureT:
+        """Start computing realization ``index``."""
+        ...
+
+    def wait(self, futures: Collection[FutureT], timeout: float) -> Collection[FutureT]:
+        """Return the finished ``futures``, waiting for one at most ``timeout`` seconds."""
+        ...
+
+    def result(self, future: FutureT) -> Outcome:
+        """Return a finished realization, or raise its exception (WorkerInitError: stop)."""
+        ...
+
+    def shutdown(self, running: Collection[FutureT], cancel: bool) -> None:
+        """Release the workers; with ``cancel``, cancel ``running`` and tell the realizations."""
+        ...
+
+
+class _Threads:
+    """The local backend: a thread pool whose initializer gives each thread its state copy."""
+
+    def __init__(self, config: RunConfig, n_threads: int) -> None:
+        self.config = config
+        self.cancel = threading.Event()
+        self.per_thread = PerThreadState(config.state) if config.inject is not None else None
+        self.pool = ThreadPoolExecutor(
+            max_workers=n_threads,
+            thread_name_prefix="threadensemble",
+            initializer=self.per_thread.initialize if self.per_thread else None,
+        )
+
+    def describe(self) -> str:
+        return f"{self.config.n_workers} workers, GIL {'on' if gil_enabled() else 'off'}"
+
+    def capacity(self) -> int:
+        return self.config.n_workers
+
+    def submit(self, index: int) -> Future[xr.Dataset]:
+        return self.pool.submit(realize, self.config, self.per_thread, self.cancel, index)
+
+    def wait(
+        self, futures: Collection[Future[xr.Dataset]], timeout: float
+    ) -> Collection[Future[xr.Dataset]]:
+        return wait(futures, timeout, return_when=FIRST_COMPLETED).done
+
+    def result(self, future: Future[xr.Dataset]) -> Outcome:
+        try:
+            return future.result()
+        except BrokenThreadPool:
+            # Only a failing initializer breaks the pool, and it records why: report that.
+            assert self.per_thread is not None and self.per_thread.init_errors
+            cause = self.per_thread.init_errors[0]
+            raise worker_init_error(cause) from cause
+
+    def shutdown(self, running: Collection[Future[xr.Dataset]], cancel: bool) -> None:
+        if cancel:
+            # Cancel what has not started, tell running realizations (cancelled() turns True),
+            # and wait for them: their results are discarded.
+            self.cancel.set()
+        self.pool.shutdown(wait=True, cancel_futures=cancel)
+
+
 class _Run:
-    """One execution of a run configuration: the pool, and the completion loop's bookkeeping.
+    """One execution of a run configuration: the completion loop's bookkeeping.
 
     All attributes are used by the calling thread only.
     """
@@ -218,57 +331,53 @@ class _Run:
         self.failures: dict[int, BaseException] = {}
         self.attempts: dict[int, int] = {}
         self.template: tuple[int, Layout] | None = None
-        self.cancel = threading.Event()
-        self.per_thread = PerThreadState(config.state) if config.inject is not None else None
+
+    def _backend(self, n_todo: int) -> Backend[Any]:
+        if self.config.client is None:
+            return _Threads(self.config, min(self.config.n_workers, max(1, n_todo)))
+        from ._distributed import DaskBackend  # distributed is an optional dependency
+
+        return DaskBackend(self.config, self.config.client)
 
     def execute(self) -> None:
         """Run every realization not yet done; raise EnsembleError listing any failures."""
         config = self.config
         done = self.store.completed if self.store is not None else set()
         todo = deque(k for k in range(config.n_realizations) if k not in done)
-        pool = ThreadPoolExecutor(
-            max_workers=min(config.n_workers, max(1, len(todo))),
-            thread_name_prefix="threadensemble",
-            initializer=self.per_thread.initialize if self.per_thread else None,
-        )
-        window = 2 * config.n_workers
-        running: dict[Future[xr.Dataset], int] = {}
-        bar = progress_bar(config.n_realizations, len(done), config.n_workers, config.progress)
-        try:
-            while todo or running:
-                while todo and len(running) < window and not self._stopping():
-                    k = todo.popleft()
-                    running[pool.submit(realize, config, self.per_thread, self.cancel, k)] = k
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in sorted(finished, key=running.__getitem__):
-                    k = running.pop(future)
-                    if self._collect(k, future):
-                        bar.update(1)
-                    elif k not in self.failures:
-                        todo.appendleft(k)  # retry
-                    bar.set_postfix(failed=len(self.failures), refresh=False)
-        except BrokenThreadPool:
-            pool.shutdown(wait=True, cancel_futures=True)
-            errors = self.per_thread.init_errors if self.per_thread is not None else []
-            if not errors:
+        backend = self._backend(len(todo))
+        running: dict[Any, int] = {}  # future -> realization
+        bar = progress_bar(config.n_realizations, len(done), backend.describe(), config.progress)
+        with deferred_keyboard_interrupt() as interrupt:
+            try:
+                while todo or running:
+                    interrupt.check()
+                    window = 2 * max(1, backend.capacity())
+                    while todo and len(running) < window and not self._stopping():
+                        k = todo.popleft()
+                        running[backend.submit(k)] = k
+                    if not running:
+                        break
+                    for future in sorted(backend.wait(running, _POLL_S), key=running.__getitem__):
+                        interrupt.check()
+                        k = running.pop(future)
+                        if self._collect(k, backend, future):
+                            bar.update(1)
+                        elif k not in self.failures:
+                            todo.appendleft(k)  # retry
+                        bar.set_postfix(failed=len(self.failures), refresh=False)
+                        # Tracebacks of realizations' exceptions keep this frame alive, and a
+                        # dask future keeps its result on the cluster while anything refers to it.
+                        del future
+                interrupt.check()
+            except BaseException:
+                # KeyboardInterrupt, WorkerInitError or an error of ours: stop the workers.
+                backend.shutdown(running, cancel=True)
                 raise
-            raise WorkerInitError(
-                f"a worker thread could not deep-copy the state: {type(errors[0]).__name__}: "
-                f"{errors[0]}"
-            ) from errors[0]
-        except BaseException:
-            # KeyboardInterrupt or an error of ours: cancel what has not started, tell running
-            # realizations (cancelled() turns True), wait for them, and discard their results.
-            self.cancel.set()
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-        finally:
-            bar.close()
-            if self.store is not None:
-                self.store.flush(force=True)
-        pool.shutdown(wait=True)
+            finally:
+                bar.close()
+                if self.store is not None:
+                    self.store.flush(force=True)
+        backend.shutdown((), cancel=False)
         if self.failures:
             raise EnsembleError(self.failures, sorted(self.completed)) from next(
                 iter(self.failures.values())
@@ -281,12 +390,12 @@ class _Run:
     def _stopping(self) -> bool:
         return self.config.fail_fast and bool(self.failures)
 
-    def _collect(self, index: int, future: Future[xr.Dataset]) -> bool:
+    def _collect(self, index: int, backend: Backend[Any], future: Any) -> bool:
         """Take one finished realization; return False when it failed (and may be retried)."""
         try:
-            ds = future.result()
-        except BrokenThreadPool:
-            raise  # a worker's initializer failed: the whole run stops (see execute)
+            outcome = backend.result(future)
+        except WorkerInitError:
+            raise  # a worker thread has no state copy: the whole run stops (see execute)
         except Exception as exc:
             attempt = self.attempts.get(index, 0) + 1
             self.attempts[index] = attempt
@@ -294,20 +403,31 @@ class _Run:
                 return False
             self._fail(index, exc)
             return False
-        layout = layout_of(ds, self.config.ragged)
+        if isinstance(outcome, Written):
+            layout = outcome.layout
+        else:
+            layout = layout_of(outcome, self.config.ragged)
         if self.template is None:
             self.template = (index, layout)
         try:
             check_layout(layout, self.template[1], self.template[0])
         except ValueError as exc:
+            if isinstance(outcome, Written):
+                self._store().discard(outcome.temporary_name)
             self._fail(index, exc)
             return False
-        if self.store is not None:
-            self.store.write(index, ds)
+        if isinstance(outcome, Written):
+            self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
+        elif self.store is not None:
+            self.store.write(index, outcome)  # this thread writes the file
         else:
-            self.results[index] = ds
+            self.results[index] = outcome
         self.completed.append(index)
         return True
+
+    def _store(self) -> EnsembleStore:
+        assert self.store is not None, "workers write files only when there is an output_dir"
+        return self.store
 
     def _fail(self, index: int, exc: BaseException) -> None:
         self.failures[index] = exc

@@ -4,7 +4,8 @@ netCDF-C and HDF5 are not thread-safe, not even for two different files, and net
 releases the GIL inside them; xarray's own locks do not cover every call of ``to_netcdf``.  So
 every netCDF call this library makes holds `netcdf_lock`, and ``simulate`` code that reads or
 writes netCDF files itself must hold it too.  Simulation never needs it, so workers keep
-computing while the calling thread writes.
+computing while the calling thread writes.  The lock is per process: on a dask cluster each
+worker process writes its realizations under its own (netCDF-C state is per process too).
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import xarray as xr
 
 __all__ = [
     "TEMP_SUFFIX",
+    "commit_temporary",
     "netcdf_lock",
     "read_attrs",
     "read_realization",
     "realization_files",
     "realization_path",
     "write_atomic",
+    "write_temporary",
 ]
 
 netcdf_lock = threading.RLock()
@@ -66,15 +69,33 @@ def _fsync(path: Path, directory: bool = False) -> None:
 def write_atomic(ds: xr.Dataset, path: Path) -> None:
     """Write ``ds`` to ``path`` so that ``path`` is either absent or complete, never partial.
 
-    The data go to a hidden temporary name in the same directory, are flushed to disk, and the
-    file is then renamed into place (``os.replace`` is atomic on POSIX and Windows).  On any
-    error or interruption the temporary file is removed and ``path`` is left as it was.
+    The data go to a hidden temporary name in the same directory (`write_temporary`), and the
+    file is then renamed into place (`commit_temporary`).  On any error or interruption the
+    temporary file is removed and ``path`` is left as it was.
+    """
+    commit_temporary(write_temporary(ds, path), path)
+
+
+def write_temporary(ds: xr.Dataset, path: Path) -> Path:
+    """Write ``ds`` completely, flushed to disk, under a hidden temporary name next to ``path``.
+
+    Returns the temporary file, for `commit_temporary`.  The name ends in `TEMP_SUFFIX` and
+    names this process and thread, so concurrent writers never share one.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         with netcdf_lock:
             ds.to_netcdf(tmp, engine="netcdf4")
         _fsync(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def commit_temporary(tmp: Path, path: Path) -> None:
+    """Rename a complete temporary file to ``path`` (atomic on POSIX and Windows), durably."""
+    try:
         os.replace(tmp, path)
         _fsync(path.parent, directory=True)
     except BaseException:

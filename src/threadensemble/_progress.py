@@ -10,18 +10,19 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ._runtime import gil_enabled
-
 __all__ = ["progress_bar"]
 
 
-def progress_bar(total: int, initial: int, n_workers: int, enabled: bool) -> Any:
-    """Return a tqdm bar over realizations (a silent one when ``enabled`` is False)."""
-    gil = "on" if gil_enabled() else "off"
+def progress_bar(total: int, initial: int, workers: str, enabled: bool) -> Any:
+    """Return a tqdm bar over realizations (a silent one when ``enabled`` is False).
+
+    ``workers`` says who computes, as the engine's backend describes itself (``4 workers, GIL
+    off``, ``dask, 16 threads``).
+    """
     return tqdm(
         total=total,
         initial=initial,
-        desc=f"ensemble [{n_workers} workers, GIL {gil}]",
+        desc=f"ensemble [{workers}]",
         unit="real",
         disable=not enabled,
         dynamic_ncols=True,

@@ -13,13 +13,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-__all__ = ["changes", "fingerprint", "reachable", "read_only_arrays"]
+__all__ = [
+    "changes",
+    "children",
+    "context_roots",
+    "fingerprint",
+    "make_read_only",
+    "reachable",
+    "read_only_arrays",
+]
 
 MAX_DEPTH = 4
 MAX_OBJECTS = 200_000
@@ -27,7 +35,14 @@ _ATOMS = (str, bytes, int, float, complex, bool, type(None), np.generic)
 _OPAQUE = (types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType)
 
 
-def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+def context_roots(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the shared context by name: ``args[0]``, ``kwargs['model']`` ..."""
+    roots = {f"args[{i}]": value for i, value in enumerate(args)}
+    roots.update({f"kwargs[{name!r}]": value for name, value in kwargs.items()})
+    return roots
+
+
+def children(obj: Any) -> Iterator[tuple[str, Any]]:
     """Yield (path suffix, child) for the objects ``obj`` refers to."""
     if isinstance(obj, (np.ndarray, np.random.Generator, *_ATOMS, *_OPAQUE)):
         return
@@ -61,18 +76,32 @@ def _children(obj: Any) -> Iterator[tuple[str, Any]]:
 
 def reachable(roots: Mapping[str, Any], max_depth: int = MAX_DEPTH) -> Iterator[tuple[str, Any]]:
     """Yield (path, object) for every object reachable from ``roots``, each object once."""
-    seen: set[int] = set()
+    # id -> object: holding the objects keeps their ids from being reused during the walk by
+    # temporaries (a Mapping may make its values on access, as an xarray Dataset does).
+    seen: dict[int, Any] = {}
     stack = [(name, obj, 0) for name, obj in reversed(list(roots.items()))]
     while stack and len(seen) < MAX_OBJECTS:
         path, obj, depth = stack.pop()
         if not isinstance(obj, _ATOMS):  # small ints and strings are shared objects: list each use
             if id(obj) in seen:
                 continue
-            seen.add(id(obj))
+            seen[id(obj)] = obj
         yield path, obj
         if depth < max_depth:
-            children = list(_children(obj))
-            stack.extend((path + suffix, child, depth + 1) for suffix, child in reversed(children))
+            found = list(children(obj))
+            stack.extend((path + suffix, child, depth + 1) for suffix, child in reversed(found))
+
+
+def make_read_only(roots: Mapping[str, Any], max_depth: int = MAX_DEPTH) -> list[np.ndarray]:
+    """Make every writeable numpy array reachable from ``roots`` read-only; return them."""
+    protected = [
+        obj
+        for _, obj in reachable(roots, max_depth)
+        if isinstance(obj, np.ndarray) and obj.flags.writeable
+    ]
+    for array in protected:
+        array.flags.writeable = False
+    return protected
 
 
 @contextmanager
@@ -81,13 +110,7 @@ def read_only_arrays(roots: Mapping[str, Any], max_depth: int = MAX_DEPTH) -> It
 
     Yields how many arrays were protected; their flags are restored on exit.
     """
-    protected = [
-        obj
-        for _, obj in reachable(roots, max_depth)
-        if isinstance(obj, np.ndarray) and obj.flags.writeable
-    ]
-    for array in protected:
-        array.flags.writeable = False
+    protected = make_read_only(roots, max_depth)
     try:
         yield len(protected)
     finally:

@@ -1,9 +1,10 @@
 """Per-thread copies of the mutable model state.
 
 The engine hands the master state to `PerThreadState`; the thread pool's initializer makes one
-deep copy per worker thread and keeps it in ``threading.local`` storage.  Each copy belongs to
-exactly one thread for the whole run, so reading and mutating it needs no lock.  The master is
-only ever read (by ``copy.deepcopy``, possibly from several initializers at once).
+deep copy per worker thread and keeps it in ``threading.local`` storage.  Threads that no
+initializer of ours runs on (dask workers) make their copy on first use instead (``lazy=True``).
+Each copy belongs to exactly one thread for the whole run, so reading and mutating it needs no
+lock.  The master is only ever read (by ``copy.deepcopy``, possibly from several threads at once).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import copy
 import threading
 from typing import Any
 
-__all__ = ["PerThreadState", "copy_state"]
+from ._errors import WorkerInitError
+
+__all__ = ["PerThreadState", "copy_state", "worker_init_error"]
 
 
 def copy_state(state: Any) -> Any:
@@ -30,6 +33,13 @@ def copy_state(state: Any) -> Any:
         ) from exc
 
 
+def worker_init_error(cause: BaseException) -> WorkerInitError:
+    """Return the error that stops a run whose worker thread could not copy the state."""
+    return WorkerInitError(
+        f"a worker thread could not deep-copy the state: {type(cause).__name__}: {cause}"
+    )
+
+
 class PerThreadState:
     """The master state of one run and its per-thread deep copies.
 
@@ -37,10 +47,14 @@ class PerThreadState:
     ----------
     master : object
         The state to copy.  Not modified.
+    lazy : bool, default False
+        Make a thread's copy on its first `get` (for threads that run no initializer of ours)
+        instead of in `initialize`.
     """
 
-    def __init__(self, master: Any) -> None:
+    def __init__(self, master: Any, lazy: bool = False) -> None:
         self._master = master
+        self._lazy = lazy
         self._local = threading.local()
         # Filled by initializers that failed.  list.append is atomic on both builds (the
         # free-threaded build locks the list object), so no lock of ours is needed.
@@ -55,8 +69,22 @@ class PerThreadState:
             raise
 
     def get(self) -> Any:
-        """Return the calling thread's copy."""
+        """Return the calling thread's copy (made now if lazy and this thread has none yet).
+
+        Raises
+        ------
+        WorkerInitError
+            Lazy, and the copy could not be made.
+        """
         try:
             return self._local.copy
         except AttributeError:
-            raise RuntimeError("this thread has no copy of the state: it is not a worker") from None
+            if not self._lazy:
+                raise RuntimeError(
+                    "this thread has no copy of the state: it is not a worker"
+                ) from None
+        try:
+            self._local.copy = copy.deepcopy(self._master)
+        except Exception as exc:
+            raise worker_init_error(exc) from exc
+        return self._local.copy

@@ -21,6 +21,7 @@ import xarray as xr
 from ._errors import OutputDirError
 from ._netcdf import (
     TEMP_SUFFIX,
+    commit_temporary,
     netcdf_lock,
     read_attrs,
     read_realization,
@@ -144,6 +145,29 @@ class EnsembleStore:
     def write(self, index: int, ds: xr.Dataset) -> None:
         """Write realization ``index`` atomically and record it as completed."""
         write_atomic(ds, self.path(index))
+        self._record(index)
+
+    def commit(self, index: int, temporary_name: str) -> None:
+        """Rename realization ``index``, written completely by a worker, into place; record it.
+
+        ``temporary_name`` is a file in the directory made by `write_temporary` (on a dask
+        worker, which shares the directory with this process).
+        """
+        temporary = self.output_dir / temporary_name
+        if not temporary.is_file():
+            raise OutputDirError(
+                f"realization {index} was written to {str(temporary)!r} by a worker, but that "
+                "file is not visible here: output_dir must be on a filesystem that the workers "
+                "and this process share, at the same path"
+            )
+        commit_temporary(temporary, self.path(index))
+        self._record(index)
+
+    def discard(self, temporary_name: str) -> None:
+        """Remove a worker's temporary file that will not be committed."""
+        (self.output_dir / temporary_name).unlink(missing_ok=True)
+
+    def _record(self, index: int) -> None:
         self.completed.add(index)
         self.failed.pop(index, None)
         self.flush()

@@ -1,0 +1,104 @@
+"""Measure one workload in the running interpreter; print the result as one JSON line.
+
+Run by `benchmarks.compare`, one process per (interpreter, workload, worker count), so that the
+peak RSS is that of one configuration::
+
+    python -m benchmarks.measure info
+    python -m benchmarks.measure calibrate MODULE:FACTORY --min-seconds 0.5
+    python -m benchmarks.measure time MODULE:FACTORY --realizations 32 --workers 2 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import sysconfig
+import time
+from dataclasses import asdict
+from typing import Any
+
+import threadensemble as te
+from benchmarks.workloads import build
+
+__all__ = ["main", "peak_rss_bytes"]
+
+SEED = 20_240_601  # every interpreter and worker count computes the same realizations
+
+
+def peak_rss_bytes() -> int | None:
+    """Return the peak resident set size of this process so far (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
+def _timed_run(spec: te.ModelSpec, n: int, workers: int, seed: int) -> float:
+    start = time.perf_counter()
+    spec.run(n, n_workers=workers, seed=seed, progress=False)
+    return time.perf_counter() - start
+
+
+def info() -> dict[str, Any]:
+    """Facts of this interpreter, including how it was configured."""
+    return {
+        **asdict(te.runtime_info()),
+        "executable": sys.executable,
+        "version": sys.version.replace("\n", " "),
+        "config_args": sysconfig.get_config_var("CONFIG_ARGS") or "",
+        "machine": platform.machine(),
+    }
+
+
+def calibrate(ref: str, min_seconds: float) -> dict[str, Any]:
+    """Time 1, 2, 4, ... realizations on one worker until a run lasts ``min_seconds``."""
+    spec = build(ref)
+    _timed_run(spec, 1, 1, SEED)  # warm-up: imports, caches
+    n = 1
+    while (elapsed := _timed_run(spec, n, 1, SEED)) < min_seconds and n < 4096:
+        n *= 2
+    return {"per_realization_s": elapsed / n, "description": spec.description}
+
+
+def time_runs(ref: str, n: int, workers: int, repeats: int) -> dict[str, Any]:
+    """Time ``repeats`` runs of ``n`` realizations on ``workers`` threads (after a warm-up)."""
+    spec = build(ref)
+    gil_before = te.gil_enabled()
+    _timed_run(spec, workers, workers, SEED)  # warm-up: one realization per thread
+    times = [_timed_run(spec, n, workers, SEED + r) for r in range(repeats)]
+    return {
+        "times_s": times,
+        "peak_rss_bytes": peak_rss_bytes(),
+        "gil_enabled": gil_before or te.gil_enabled(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.measure")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info")
+    cal = sub.add_parser("calibrate")
+    cal.add_argument("ref")
+    cal.add_argument("--min-seconds", type=float, default=0.5)
+    run = sub.add_parser("time")
+    run.add_argument("ref")
+    run.add_argument("--realizations", type=int, required=True)
+    run.add_argument("--workers", type=int, required=True)
+    run.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.command == "info":
+        result = info()
+    elif args.command == "calibrate":
+        result = calibrate(args.ref, args.min_seconds)
+    else:
+        result = time_runs(args.ref, args.realizations, args.workers, args.repeats)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

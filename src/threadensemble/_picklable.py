@@ -1,0 +1,99 @@
+"""`check_picklable`: whether a model can travel to dask workers.
+
+Local threads share the model as it is; the dask backend (`threadensemble._distributed`)
+pickles it.  This check needs cloudpickle only (a dependency of dask), not distributed.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ._shared import children, context_roots
+
+__all__ = ["check_picklable"]
+
+
+def _out_of_band(buffer: pickle.PickleBuffer) -> None:
+    """Keep array data out of the pickle: whether it pickles is all that is checked."""
+
+
+def check_picklable(
+    simulate: Callable[..., Any],
+    *,
+    args: Sequence[Any] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    state: Any = None,
+) -> None:
+    """Check that a model can be sent to dask workers, as ``simulate_ensemble(client=...)`` does.
+
+    Local threads share the model as it is.  On a dask cluster, ``simulate``, ``args``,
+    ``kwargs`` and ``state`` are pickled (by cloudpickle where plain pickle fails, as dask
+    does) and unpickled in every worker process, so a model that runs fine on threads may hold
+    objects that cannot travel: locks, open files and netCDF datasets, database connections,
+    generators.  `simulate_ensemble` runs this check when given a client, before anything
+    starts.  Contiguous array data are not copied, so the check is cheap even for large models.
+
+    Parameters
+    ----------
+    simulate : callable
+        As for `simulate_ensemble`; so are ``args``, ``kwargs`` and ``state``.
+    args : sequence, optional
+        Shared positional arguments.
+    kwargs : mapping, optional
+        Shared keyword arguments.
+    state : object, optional
+        The mutable state.
+
+    Raises
+    ------
+    TypeError
+        Naming the innermost object that cannot be pickled (``args[0].cache['lock']``, say)
+        and why.
+
+    Examples
+    --------
+    >>> import threading, threadensemble as te
+    >>> te.check_picklable(sum, args=([1.0, 2.0],))
+    >>> te.check_picklable(sum, kwargs={"model": {"lock": threading.Lock()}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    TypeError: kwargs['model']['lock'] cannot be pickled (TypeError: cannot pickle '_thread...
+    """
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ImportError(
+            "check_picklable needs cloudpickle: pip install 'threadensemble[dask]'"
+        ) from None
+
+    def pickling_error(obj: Any) -> Exception | None:
+        try:
+            cloudpickle.dumps(obj, protocol=5, buffer_callback=_out_of_band)
+        except Exception as exc:
+            return exc
+        return None
+
+    roots = {"simulate": simulate, **context_roots(args, kwargs or {}), "state": state}
+    for name, root in roots.items():
+        if (error := pickling_error(root)) is None:
+            continue
+        # Follow the children that fail on their own down to the innermost one (on failure
+        # only; the chain keeps the objects alive, and cycles out).
+        path, chain = name, [root]
+        while True:
+            for suffix, child in children(chain[-1]):
+                if all(child is not seen for seen in chain) and (
+                    child_error := pickling_error(child)
+                ):
+                    path, error = path + suffix, child_error
+                    chain.append(child)
+                    break
+            else:
+                break
+        raise TypeError(
+            f"{path} cannot be pickled ({type(error).__name__}: {error}): on a dask cluster, "
+            "simulate, args, kwargs and state are pickled and sent to every worker process; "
+            "create such objects inside simulate (or give their class __getstate__ and "
+            "__setstate__), or run on local threads (client=None)"
+        ) from error
