@@ -1,4 +1,4 @@
-"""Sessions: ``nox -s lint``, ``tests``, ``stress``, ``compare``, ``docs``.
+"""Sessions: ``nox -s lint``, ``tests``, ``stress``, ``compare``, ``processes``, ``docs``.
 
 - ``tests``: the README's ``python -m pytest -n auto`` on every interpreter found (3.11 to
   3.14t); on free-threaded ones with ``PYTHON_GIL=0``, checking that the GIL really is off.
@@ -6,6 +6,8 @@
   ``CI=true`` a missing 3.13t fails.
 - ``compare``: benchmarks standard CPython 3.13 against free-threaded 3.13t, same source and
   flags, and writes ``docs/benchmarks/`` (``-- --smoke`` for a quick check of the pipeline).
+- ``processes``: benchmarks threadensemble against process pools (``multiprocessing.Pool``,
+  ``ProcessPoolExecutor``, joblib) and a serial loop on the example models, on both.
 - ``stress``: pytest on ``stress/``, full sizes (nothing there yet is not a failure).
 - ``lint``: ruff and mypy.
 - ``docs``: the Sphinx site, ``docs/_build/html``; warnings are errors.
@@ -101,13 +103,15 @@ def install(session: nox.Session, extras: str) -> None:
 
     On 3.13t, numpy, cftime and netCDF4 (no cp313t wheel) come first from
     ``.ci/install-free-threaded-deps``, and ``numpy<2.5`` is kept (the last with cp313t wheels).
+    Wheels are preferred there: the newest release of a dependency may have no cp313t wheel yet
+    (pandas, say), and building it from source takes many minutes.
     """
     if session.python == "3.13t":
         if session.venv_backend == "uv":
             session.install("pip")  # the script installs with pip
         python = str(Path(session.bin) / "python")
         session.run("bash", FREE_THREADED_DEPS, python, external=True)
-        session.install("-c", CONSTRAINTS, "-e", f".[{extras}]")
+        session.install("--prefer-binary", "-c", CONSTRAINTS, "-e", f".[{extras}]")
     else:
         session.install("-e", f".[{extras}]")
 
@@ -251,3 +255,17 @@ def compare(session: nox.Session) -> None:
     if not all(path.exists() and path.stat().st_size for path in report):
         session.error(f"compare did not write all of {', '.join(map(str, report))}")
     session.log(f"report: {report[0]}")
+
+
+@nox.session(python=False, default=False)
+def processes(session: nox.Session) -> None:
+    """threadensemble against process pools on 3.13 and 3.13t into docs/benchmarks/processes.*.
+
+    Arguments after ``--`` go to ``python -m benchmarks.processes`` (``--smoke``, ``--workers``,
+    ``--repeats``, ``--example``, ``--out``).  About 15 minutes; ``-- --smoke`` about one.
+    """
+    bases = _same_source_pythons(session)
+    pythons = {label: _bench_env(session, label, base) for label, base in bases.items()}
+    args = [f"--python={label}={python}" for label, python in pythons.items()]
+    baseline = next(iter(pythons.values()))
+    session.run(baseline, "-m", "benchmarks.processes", *args, *session.posargs)
