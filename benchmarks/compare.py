@@ -18,6 +18,7 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,25 @@ def _loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
+
+
+def _cpu_seconds() -> tuple[float, float] | None:
+    """Return (CPU seconds the whole machine was busy, CPU seconds of this process tree).
+
+    Their growth over the run tells how much CPU other processes took (the load average cannot:
+    it counts the benchmark's own threads).  None where /proc/stat is missing.
+    """
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    machine = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    own = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    )
+    return machine, own
 
 
 def _cores() -> int:
@@ -215,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; return the exit status (1 when a measurement failed)."""
     args = _parse(argv)
     pythons = dict(spec.split("=", 1) for spec in args.python)
-    start, loadavg_before = time.time(), _loadavg()
+    start, loadavg_before, cpu_before = time.time(), _loadavg(), _cpu_seconds()
     results = Results(
         machine={
             "cpu_model": _cpu_model(),
@@ -255,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _time_workload(args, workload, interpreters, results)
     results["machine"]["loadavg_after"] = _loadavg()
     results["machine"]["duration_s"] = time.time() - start
+    cpu_after = _cpu_seconds()
+    if cpu_before is not None and cpu_after is not None:
+        busy, own = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
+        results["machine"]["others_cpu_s"] = max(0.0, busy - own)
     args.out.mkdir(parents=True, exist_ok=True)
     save(results, args.out / "results.json")
     write_markdown(results, args.out / REPORT)

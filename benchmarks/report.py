@@ -50,16 +50,16 @@ def same_configure_flags(results: Results) -> bool:
 
 
 def _load_warning(machine: dict[str, Any]) -> list[str]:
-    """Say so when other work held at least one CPU's worth of load around the run."""
-    loads = [machine["loadavg_before"], machine["loadavg_after"]]
-    peak = max((float(load.split()[0]) for load in loads if load != "n/a"), default=0.0)
-    if peak < 1.0:
+    """Say so when other processes took more than a tenth of one CPU during the run."""
+    others = machine.get("others_cpu_s")
+    if others is None or others < 0.1 * machine["duration_s"]:
         return []
     return [
-        f"**Loaded machine**: the 1-minute load average reached {peak:.2f} on "
-        f"{machine['cores']} CPUs (see below), so other processes competed with these "
-        "measurements: speedups are understated and the spread is wide. Re-run on a quiet "
-        "machine for representative figures.",
+        f"**Loaded machine**: other processes used {others:.0f} CPU-seconds during the "
+        f"{machine['duration_s']:.0f} s of the run ({others / machine['duration_s']:.0%} of one "
+        f"CPU, on {machine['cores']}), competing with these measurements: speedups are "
+        "understated and the spread is wide. Re-run on a quiet machine for representative "
+        "figures.",
         "",
     ]
 
@@ -79,7 +79,12 @@ def _header(results: Results) -> list[str]:
         f"- CPU: {machine['cpu_model']}; {machine['cores']} logical CPUs available to the "
         f"process; {machine['platform']}",
         f"- load average (1, 5, 15 min) before the run: {machine['loadavg_before']}; "
-        f"after: {machine['loadavg_after']}",
+        f"after: {machine['loadavg_after']} (counting the benchmark's own threads)",
+        *(
+            [f"- CPU time of other processes during the run: {machine['others_cpu_s']:.1f} s"]
+            if "others_cpu_s" in machine
+            else []
+        ),
         f"- environment of every measurement: {settings['thread_env']}; the free-threaded "
         "interpreter also gets `PYTHON_GIL=0`",
         "",
