@@ -92,3 +92,10 @@ def run_python_blocks(path: Path) -> dict[str, Any]:
             code = "\n" * (block.line - 1) + block.code  # so that line numbers match the file
             exec(compile(code, str(path), "exec"), namespace)
     return namespace
+
+
+def assert_threads_equal_one_worker(spec: te.ModelSpec, n_realizations: int = 8) -> None:
+    """The ensemble of ``spec`` on 4 threads is identical, bit for bit, to the one on 1 worker."""
+    serial = spec.run(n_realizations, n_workers=1, seed=11, progress=False)
+    threaded = spec.run(n_realizations, n_workers=4, seed=11, progress=False)
+    xr.testing.assert_identical(serial, threaded)

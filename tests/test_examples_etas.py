@@ -1,17 +1,15 @@
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
+from conftest import assert_threads_equal_one_worker
 from threadensemble._cli import main
 from threadensemble.examples import etas
 
 
 def test_threaded_ensemble_equals_one_worker_bitwise() -> None:
     spec = etas.build(horizon=10.0)
-    serial = spec.run(16, n_workers=1, seed=11, progress=False)
-    threaded = spec.run(16, n_workers=4, seed=11, progress=False)
-    xr.testing.assert_identical(serial, threaded)
+    assert_threads_equal_one_worker(spec, 16)
 
 
 def test_catalogues_are_padded_with_nan_after_their_last_event() -> None:

@@ -3,17 +3,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
+from conftest import assert_threads_equal_one_worker
 from threadensemble._cli import main
 from threadensemble.examples import fire
 
 
 def test_threaded_ensemble_equals_one_worker_bitwise() -> None:
     spec = fire.build(rows=40, cols=50)
-    serial = spec.run(8, n_workers=1, seed=11, progress=False)
-    threaded = spec.run(8, n_workers=4, seed=11, progress=False)
-    xr.testing.assert_identical(serial, threaded)
+    assert_threads_equal_one_worker(spec)
 
 
 def _downwind_shift(wind_speed: float, wind_direction: float) -> np.ndarray:

@@ -4,15 +4,14 @@ import numpy as np
 import xarray as xr
 
 import threadensemble as te
+from conftest import assert_threads_equal_one_worker
 from threadensemble._cli import main
 from threadensemble.examples import levelset
 
 
 def test_threaded_ensemble_equals_one_worker_bitwise() -> None:
     spec = levelset.build(size=256, window=64, horizon=60.0)
-    serial = spec.run(8, n_workers=1, seed=11, progress=False)
-    threaded = spec.run(8, n_workers=4, seed=11, progress=False)
-    xr.testing.assert_identical(serial, threaded)
+    assert_threads_equal_one_worker(spec)
 
 
 def test_members_only_read_the_shared_layers() -> None:

@@ -3,17 +3,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
 
+from conftest import assert_threads_equal_one_worker
 from threadensemble._cli import main
 from threadensemble.examples import mobility
 
 
 def test_threaded_ensemble_equals_one_worker_bitwise() -> None:
     spec = mobility.build(n_buildings=500, n_candidates=40, n_trips=1000)
-    serial = spec.run(8, n_workers=1, seed=11, progress=False)
-    threaded = spec.run(8, n_workers=4, seed=11, progress=False)
-    xr.testing.assert_identical(serial, threaded)
+    assert_threads_equal_one_worker(spec)
 
 
 def test_places_visited_grow_as_the_epr_mean_field_predicts() -> None:

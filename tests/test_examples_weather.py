@@ -1,14 +1,12 @@
 import numpy as np
-import xarray as xr
 
+from conftest import assert_threads_equal_one_worker
 from threadensemble.examples import weather
 
 
 def test_threaded_ensemble_equals_one_worker_bitwise() -> None:
     spec = weather.build(n_stations=3, n_days=120)
-    serial = spec.run(8, n_workers=1, seed=11, progress=False)
-    threaded = spec.run(8, n_workers=4, seed=11, progress=False)
-    xr.testing.assert_identical(serial, threaded)
+    assert_threads_equal_one_worker(spec)
 
 
 def test_simulated_climate_matches_the_fitted_one() -> None:
