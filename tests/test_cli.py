@@ -22,7 +22,9 @@ def test_demo_writes_files_and_prints_a_summary(tmp_path: Path) -> None:
     result = cli("demo", "-n", "4", "-j", "2", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 realizations in" in result.stdout
-    assert "weather: mean" in result.stdout
+    # one line per quantity: temperature and precipitation are not averaged together
+    assert "weather[temperature]: mean" in result.stdout
+    assert "weather[precipitation]: mean" in result.stdout
     assert len(list((tmp_path / "threadensemble-demo").glob("real_*.nc"))) == 4
     again = cli("demo", "-n", "4", "-j", "2", "-q", cwd=tmp_path)  # resumes: nothing to do
     assert (

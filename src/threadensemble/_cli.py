@@ -15,6 +15,7 @@ import xarray as xr
 
 from ._errors import EnsembleError, OutputDirError, WorkerInitError
 from ._netcdf import read_realization, realization_files
+from ._results import REALIZATION_DIM
 from ._runtime import runtime_info
 from ._spec import ModelSpec
 from ._store import MANIFEST_NAME, read_manifest
@@ -72,14 +73,36 @@ def build_spec(target: str, params: Sequence[str] = ()) -> ModelSpec:
     return spec
 
 
+_MAX_LABELS = 12  # a summary line per label, for dimensions with at most this many
+
+
+def _by_label(name: str, var: xr.DataArray) -> list[tuple[str, xr.DataArray]]:
+    """Split ``var`` along its dimension labelled by the fewest names (``variable``, say).
+
+    Such a dimension often holds quantities in different units (temperature, precipitation),
+    whose values must not be averaged together.  Without one, ``var`` stays whole.
+    """
+    labelled = [
+        d
+        for d in var.dims
+        if d in var.coords and var[d].dtype.kind in "OU" and var.sizes[d] <= _MAX_LABELS
+    ]
+    if not labelled:
+        return [(name, var)]
+    dim = min(labelled, key=lambda d: var.sizes[d])
+    return [(f"{name}[{label}]", var.sel({dim: label})) for label in var[dim].values.tolist()]
+
+
 def _summary(ens: xr.Dataset) -> str:
     lines = [f"  dims: {dict(ens.sizes)}"]
     for name, var in ens.data_vars.items():
-        values = var.values
-        if values.dtype.kind in "fiu":
+        if var.dtype.kind not in "fiu":
+            continue
+        for label, part in _by_label(str(name), var):
+            per_realization = part.mean([d for d in part.dims if d != REALIZATION_DIM])
             lines.append(
-                f"  {name}: mean {values.mean():.4g}, spread between realizations "
-                f"{var.mean([d for d in var.dims if d != 'realization']).std().item():.4g}"
+                f"  {label}: mean {part.mean().item():.4g}, spread between realizations "
+                f"{per_realization.std().item():.4g}"
             )
     return "\n".join(lines)
 
