@@ -30,16 +30,10 @@ from collections.abc import Sequence
 import numpy as np
 
 import threadensemble as te
-from benchmarks.measure import SEED, calibrate
+from benchmarks.measure import SEED, calibrate, timed_run
 from benchmarks.workloads import build, workloads
 
 __all__ = ["main"]
-
-
-def _shared(spec: te.ModelSpec, n: int, workers: int) -> float:
-    start = time.perf_counter()
-    spec.run(n, n_workers=workers, seed=SEED, progress=False)
-    return time.perf_counter() - start
 
 
 def _private(ref: str, n: int) -> float:
@@ -83,11 +77,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         n = max(2, 2 * round(args.seconds / per_realization / 2))
         spec = build(ref)
         _private(ref, 2)  # warm-up of both ways
-        _shared(spec, 2, 2)
+        timed_run(spec, 2, 2, SEED)
         times: dict[str, list[float]] = {"one": [], "shared": [], "private": []}
         for _ in range(args.repeats):
-            times["one"].append(_shared(spec, n, 1))
-            times["shared"].append(_shared(spec, n, 2))
+            times["one"].append(timed_run(spec, n, 1, SEED))
+            times["shared"].append(timed_run(spec, n, 2, SEED))
             times["private"].append(_private(ref, n))
         one, shared, private = (statistics.median(t) for t in times.values())
         print(

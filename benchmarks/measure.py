@@ -22,7 +22,7 @@ from typing import Any
 import threadensemble as te
 from benchmarks.workloads import build
 
-__all__ = ["main", "peak_rss_bytes"]
+__all__ = ["SEED", "calibrate", "main", "peak_rss_bytes", "timed_run"]
 
 SEED = 20_240_601  # every interpreter and worker count computes the same realizations
 
@@ -37,7 +37,8 @@ def peak_rss_bytes() -> int | None:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def _timed_run(spec: te.ModelSpec, n: int, workers: int, seed: int) -> float:
+def timed_run(spec: te.ModelSpec, n: int, workers: int, seed: int) -> float:
+    """Return the wall time of an ensemble of ``n`` realizations on ``workers`` threads."""
     start = time.perf_counter()
     spec.run(n, n_workers=workers, seed=seed, progress=False)
     return time.perf_counter() - start
@@ -57,9 +58,9 @@ def info() -> dict[str, Any]:
 def calibrate(ref: str, min_seconds: float) -> dict[str, Any]:
     """Time 1, 2, 4, ... realizations on one worker until a run lasts ``min_seconds``."""
     spec = build(ref)
-    _timed_run(spec, 1, 1, SEED)  # warm-up: imports, caches
+    timed_run(spec, 1, 1, SEED)  # warm-up: imports, caches
     n = 1
-    while (elapsed := _timed_run(spec, n, 1, SEED)) < min_seconds and n < 4096:
+    while (elapsed := timed_run(spec, n, 1, SEED)) < min_seconds and n < 4096:
         n *= 2
     return {"per_realization_s": elapsed / n, "description": spec.description}
 
@@ -68,8 +69,8 @@ def time_runs(ref: str, n: int, workers: int, repeats: int) -> dict[str, Any]:
     """Time ``repeats`` runs of ``n`` realizations on ``workers`` threads (after a warm-up)."""
     spec = build(ref)
     gil_before = te.gil_enabled()
-    _timed_run(spec, workers, workers, SEED)  # warm-up: one realization per thread
-    times = [_timed_run(spec, n, workers, SEED + r) for r in range(repeats)]
+    timed_run(spec, workers, workers, SEED)  # warm-up: one realization per thread
+    times = [timed_run(spec, n, workers, SEED + r) for r in range(repeats)]
     return {
         "times_s": times,
         "peak_rss_bytes": peak_rss_bytes(),
