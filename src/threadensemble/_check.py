@@ -32,7 +32,7 @@ import numpy as np
 import xarray as xr
 
 from ._config import RunConfig, make_config
-from ._engine import realize, warm_up
+from ._realize import realize, warm_up
 from ._rng import SeedLike
 from ._shared import changes, fingerprint, read_only_arrays
 from ._state import PerThreadState

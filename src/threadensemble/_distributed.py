@@ -41,9 +41,9 @@ import dask
 from distributed import Client, Future, WorkerPlugin, get_worker, wait
 
 from ._config import RunConfig
-from ._engine import Outcome, Written, realize
 from ._errors import WorkerInitError
 from ._netcdf import realization_path, write_temporary
+from ._realize import Outcome, Written, realize
 from ._results import layout_of
 from ._runtime import gil_enabled, is_free_threaded_build
 from ._shared import make_read_only

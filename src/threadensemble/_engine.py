@@ -1,6 +1,7 @@
 """`simulate_ensemble`: realizations on a backend, completed in the calling thread.
 
-A backend runs realizations: the local thread pool (`_Threads`), or a dask cluster
+A backend (`threadensemble._realize.Backend`) runs realizations: the local thread pool
+(`threadensemble._threads.ThreadBackend`), or a dask cluster
 (`threadensemble._distributed.DaskBackend`, with ``client=``).  Workers only simulate.  Each
 worker thread holds its own deep copy of the state and per-realization RNG streams, so the
 simulation path takes no lock.  Everything shared by the run (progress bar, result collection,
@@ -15,33 +16,30 @@ memory stays bounded and cancellation is quick.  Ctrl-C is taken between the loo
 from __future__ import annotations
 
 import os
-import threading
 from collections import deque
-from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, ThreadPoolExecutor, wait
-from concurrent.futures.thread import BrokenThreadPool
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import CancelledError
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
 from ._config import RunConfig, make_config
-from ._context import realization_context
 from ._errors import EnsembleError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
 from ._progress import progress_bar
-from ._results import Layout, assemble, check_layout, layout_of, to_dataset
-from ._rng import SeedLike, named_seed_sequence, realization_streams
-from ._runtime import gil_enabled, warn_if_gil_reenabled
+from ._realize import Backend, Written, warm_up
+from ._results import Layout, assemble, check_layout, layout_of
+from ._rng import SeedLike
+from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
-from ._state import PerThreadState, worker_init_error
 from ._store import EnsembleStore, open_ensemble
+from ._threads import ThreadBackend
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["Backend", "Outcome", "Written", "realize", "simulate_ensemble", "warm_up"]
+__all__ = ["simulate_ensemble"]
 
 
 def simulate_ensemble(
@@ -204,117 +202,7 @@ def simulate_ensemble(
     return run.assemble()
 
 
-def warm_up(config: RunConfig) -> None:
-    """Run the warm-up on the master state in the calling thread, before any copy is made."""
-    warm = config.simulate if config.warmup is True else config.warmup
-    assert callable(warm)
-    seq = named_seed_sequence(config.seeds[0], "threadensemble.warmup")
-    with realization_streams(seq):
-        warm(*config.args, **config.call_kwargs(config.state))
-
-
-def realize(
-    config: RunConfig, per_thread: PerThreadState | None, cancel: threading.Event, index: int
-) -> xr.Dataset:
-    """Compute realization ``index`` in a worker thread.  Takes no lock."""
-    if cancel.is_set():
-        raise CancelledError
-    kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
-    with realization_streams(config.seeds[index]), realization_context(index, cancel):
-        output = config.simulate(*config.args, **kwargs)
-    return to_dataset(output).assign_attrs(config.file_attrs(index))
-
-
-@dataclass(frozen=True)
-class Written:
-    """A realization that a worker wrote, complete, to a temporary file in the output directory.
-
-    The completion loop checks its layout, then commits the file under its final name (or
-    discards it), so that a realization file exists only once the run has accepted it.
-    """
-
-    temporary_name: str
-    layout: Layout
-
-
-Outcome: TypeAlias = "xr.Dataset | Written"
-FutureT = TypeVar("FutureT")
 _POLL_S = 0.2  # longest wait for a realization before the loop looks for a Ctrl-C again
-
-
-class Backend(Protocol[FutureT]):
-    """Where realizations run; `_Run.execute`, in the calling thread, drives any backend.
-
-    The futures of ``submit`` need only be hashable and given back to ``wait`` and ``result``.
-    """
-
-    def describe(self) -> str:
-        """Say who computes, for the progress bar (``4 workers, GIL off``)."""
-        ...
-
-    def capacity(self) -> int:
-        """Return how many worker threads compute now (the loop keeps twice that in flight)."""
-        ...
-
-    def submit(self, index: int) -> FutureT:
-        """Start computing realization ``index``."""
-        ...
-
-    def wait(self, futures: Collection[FutureT], timeout: float) -> Collection[FutureT]:
-        """Return the finished ``futures``, waiting for one at most ``timeout`` seconds."""
-        ...
-
-    def result(self, future: FutureT) -> Outcome:
-        """Return a finished realization, or raise its exception (WorkerInitError: stop)."""
-        ...
-
-    def shutdown(self, running: Collection[FutureT], cancel: bool) -> None:
-        """Release the workers; with ``cancel``, cancel ``running`` and tell the realizations."""
-        ...
-
-
-class _Threads:
-    """The local backend: a thread pool whose initializer gives each thread its state copy."""
-
-    def __init__(self, config: RunConfig, n_threads: int) -> None:
-        self.config = config
-        self.cancel = threading.Event()
-        self.per_thread = PerThreadState(config.state) if config.inject is not None else None
-        self.pool = ThreadPoolExecutor(
-            max_workers=n_threads,
-            thread_name_prefix="threadensemble",
-            initializer=self.per_thread.initialize if self.per_thread else None,
-        )
-
-    def describe(self) -> str:
-        return f"{self.config.n_workers} workers, GIL {'on' if gil_enabled() else 'off'}"
-
-    def capacity(self) -> int:
-        return self.config.n_workers
-
-    def submit(self, index: int) -> Future[xr.Dataset]:
-        return self.pool.submit(realize, self.config, self.per_thread, self.cancel, index)
-
-    def wait(
-        self, futures: Collection[Future[xr.Dataset]], timeout: float
-    ) -> Collection[Future[xr.Dataset]]:
-        return wait(futures, timeout, return_when=FIRST_COMPLETED).done
-
-    def result(self, future: Future[xr.Dataset]) -> Outcome:
-        try:
-            return future.result()
-        except BrokenThreadPool:
-            # Only a failing initializer breaks the pool, and it records why: report that.
-            assert self.per_thread is not None and self.per_thread.init_errors
-            cause = self.per_thread.init_errors[0]
-            raise worker_init_error(cause) from cause
-
-    def shutdown(self, running: Collection[Future[xr.Dataset]], cancel: bool) -> None:
-        if cancel:
-            # Cancel what has not started, tell running realizations (cancelled() turns True),
-            # and wait for them: their results are discarded.
-            self.cancel.set()
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 class _Run:
@@ -334,7 +222,7 @@ class _Run:
 
     def _backend(self, n_todo: int) -> Backend[Any]:
         if self.config.client is None:
-            return _Threads(self.config, min(self.config.n_workers, max(1, n_todo)))
+            return ThreadBackend(self.config, min(self.config.n_workers, max(1, n_todo)))
         from ._distributed import DaskBackend  # distributed is an optional dependency
 
         return DaskBackend(self.config, self.config.client)

@@ -1,0 +1,92 @@
+"""The per-realization path, shared by every backend: `realize`, `warm_up`, and what they return.
+
+Layer: below the engine (`_engine`), the backends (`_threads`, `_distributed`) and the check
+(`_check`), which all import it; it imports only the run configuration and the helpers a
+realization uses (seed streams, its context, output normalisation), never a backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from typing import Protocol, TypeAlias, TypeVar
+
+import xarray as xr
+
+from ._config import RunConfig
+from ._context import realization_context
+from ._results import Layout, to_dataset
+from ._rng import named_seed_sequence, realization_streams
+from ._state import PerThreadState
+
+__all__ = ["Backend", "Outcome", "Written", "realize", "warm_up"]
+
+
+def warm_up(config: RunConfig) -> None:
+    """Run the warm-up on the master state in the calling thread, before any copy is made."""
+    warm = config.simulate if config.warmup is True else config.warmup
+    assert callable(warm)
+    seq = named_seed_sequence(config.seeds[0], "threadensemble.warmup")
+    with realization_streams(seq):
+        warm(*config.args, **config.call_kwargs(config.state))
+
+
+def realize(
+    config: RunConfig, per_thread: PerThreadState | None, cancel: threading.Event, index: int
+) -> xr.Dataset:
+    """Compute realization ``index`` in a worker thread.  Takes no lock."""
+    if cancel.is_set():
+        raise CancelledError
+    kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
+    with realization_streams(config.seeds[index]), realization_context(index, cancel):
+        output = config.simulate(*config.args, **kwargs)
+    return to_dataset(output).assign_attrs(config.file_attrs(index))
+
+
+@dataclass(frozen=True)
+class Written:
+    """A realization that a worker wrote, complete, to a temporary file in the output directory.
+
+    The completion loop checks its layout, then commits the file under its final name (or
+    discards it), so that a realization file exists only once the run has accepted it.
+    """
+
+    temporary_name: str
+    layout: Layout
+
+
+Outcome: TypeAlias = "xr.Dataset | Written"
+FutureT = TypeVar("FutureT")
+
+
+class Backend(Protocol[FutureT]):
+    """Where realizations run; `_Run.execute`, in the calling thread, drives any backend.
+
+    The futures of ``submit`` need only be hashable and given back to ``wait`` and ``result``.
+    """
+
+    def describe(self) -> str:
+        """Say who computes, for the progress bar (``4 workers, GIL off``)."""
+        ...
+
+    def capacity(self) -> int:
+        """Return how many worker threads compute now (the loop keeps twice that in flight)."""
+        ...
+
+    def submit(self, index: int) -> FutureT:
+        """Start computing realization ``index``."""
+        ...
+
+    def wait(self, futures: Collection[FutureT], timeout: float) -> Collection[FutureT]:
+        """Return the finished ``futures``, waiting for one at most ``timeout`` seconds."""
+        ...
+
+    def result(self, future: FutureT) -> Outcome:
+        """Return a finished realization, or raise its exception (WorkerInitError: stop)."""
+        ...
+
+    def shutdown(self, running: Collection[FutureT], cancel: bool) -> None:
+        """Release the workers; with ``cancel``, cancel ``running`` and tell the realizations."""
+        ...
