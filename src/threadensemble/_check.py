@@ -435,7 +435,7 @@ def _random_module_users(modules: Namespaces) -> list[str]:
     return users
 
 
-def _where(exc: BaseException) -> str:
+def _where(exc: BaseException) -> str | None:
     """Return 'file:line: code' of the innermost frame of ``exc`` outside numpy and this package."""
     package = str(Path(__file__).parent)
     frames = [
@@ -444,7 +444,7 @@ def _where(exc: BaseException) -> str:
         if not f.filename.startswith(package) and f"{Path('numpy')}" not in Path(f.filename).parts
     ]
     if not frames:
-        return f"{type(exc).__name__}: {exc}"
+        return None
     frame = frames[-1]
     return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
 
@@ -490,11 +490,13 @@ class _Checker:
             and "read-only" in str(outcome)
             and self.config.protect_shared
         ):
-            self.note(Cause.SHARED_ARRAY_WRITE, _where(outcome))
+            self.note(Cause.SHARED_ARRAY_WRITE, _where(outcome) or f"ValueError: {outcome}")
         else:
+            where = _where(outcome)
             self.note(
                 Cause.SIMULATE_RAISED,
-                f"realization {index}: {type(outcome).__name__}: {outcome} ({_where(outcome)})",
+                f"realization {index}: {type(outcome).__name__}: {outcome}"
+                + (f" (at {where})" if where else ""),
             )
         self.failed.add(index)
         return None
@@ -507,15 +509,17 @@ class _Checker:
         per_thread.initialize()
         return per_thread
 
-    def note_init_failure(self, thread: str, exc: BaseException) -> None:
+    def note_init_failure(self, threads: Sequence[str], exc: BaseException) -> None:
         error = worker_init_error(exc)
-        self.note(Cause.WORKER_INIT_FAILED, f"{thread}: {type(error).__name__}: {error}")
+        self.note(
+            Cause.WORKER_INIT_FAILED, f"{', '.join(threads)}: {type(error).__name__}: {error}"
+        )
 
     def serial_and_repeats(self) -> dict[int, xr.Dataset]:
         try:
             per_thread = self.new_state()
         except Exception as exc:
-            self.note_init_failure("the calling thread", exc)
+            self.note_init_failure(["the calling thread"], exc)
             return {}
         reference = {
             k: out
@@ -582,13 +586,16 @@ class _Checker:
             thread.start()
         for thread in threads:
             thread.join()
-        reasons = []
+        reasons: list[str] = []
+        failed_copies: dict[str, tuple[BaseException, list[int]]] = {}
         for t in range(n):
             if (exc := init_errors[t]) is not None:
-                self.note_init_failure(threads[t].name, exc)
+                failed_copies.setdefault(f"{type(exc).__name__}: {exc}", (exc, []))[1].append(t)
                 reasons.append(f"{threads[t].name} could not copy the state")
             if (exc := stopped[t]) is not None:
                 reasons.append(f"{threads[t].name} stopped: {type(exc).__name__}: {exc}")
+        for exc, failed in failed_copies.values():
+            self.note_init_failure([threads[t].name for t in failed], exc)
         outputs = {k: self.record(k, out) for share in outcomes for k, out in share}
         if not_run := [k for k in self.sample if k not in outputs]:
             self.note(
@@ -775,12 +782,11 @@ def check(
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
     shared = {**config.shared_roots(), "simulate": simulate}
     modules = _watched_modules(simulate, {**shared, "state": config.state})
-    module_roots = _module_roots(modules)
 
     def snapshot(walk: Walk | None = None) -> tuple[dict[str, str], dict[str, str], str, str]:
         return (
             fingerprint(shared, walk),
-            fingerprint(module_roots, walk),
+            fingerprint(_module_roots(modules), walk),  # read again: globals may be rebound
             _global_numpy_random_state(),
             _random_module_state(),
         )
@@ -788,7 +794,7 @@ def check(
     walk = Walk()
     before = snapshot(walk)
     protect = (
-        read_only_arrays({**shared, **module_roots}, warn=False)
+        read_only_arrays({**shared, **_module_roots(modules)}, warn=False)
         if config.protect_shared
         else nullcontext(None)
     )
