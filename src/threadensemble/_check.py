@@ -24,13 +24,14 @@ from __future__ import annotations
 import enum
 import hashlib
 import inspect
+import itertools
 import pickle
 import random
 import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ from ._shared import (
     is_generator_token,
     reachable,
     read_only_arrays,
+    tokens,
     unprotected_message,
 )
 from ._state import PerThreadState, worker_init_error
@@ -358,11 +360,11 @@ def _namespace(module: str, known: Namespaces) -> dict[str, Any] | None:
     return vars(loaded) if isinstance(loaded, types.ModuleType) else None
 
 
-def _watched_modules(simulate: Callable[..., Any], roots: Mapping[str, Any]) -> Namespaces:
+def _watched_modules(simulate: Callable[..., Any], objects: Iterable[Any]) -> Namespaces:
     """Return the modules whose globals the check fingerprints (see the module docstring).
 
-    A function's own globals stand for its module, which may not be imported (code run by
-    ``exec``, a notebook's ``__main__``).
+    ``objects``: everything reachable from the model.  A function's own globals stand for its
+    module, which may not be imported (code run by ``exec``, a notebook's ``__main__``).
     """
     own = _simulate_module(simulate)
     known: Namespaces = {}
@@ -370,7 +372,7 @@ def _watched_modules(simulate: Callable[..., Any], roots: Mapping[str, Any]) -> 
     if isinstance(getattr(function, "__globals__", None), dict):
         known[own] = function.__globals__
     found = {own}
-    for _, obj in reachable(roots):
+    for obj in objects:
         if isinstance(obj, types.FunctionType | types.MethodType | type) or not isinstance(
             obj, _CODE
         ):
@@ -781,7 +783,12 @@ def check(
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
     shared = {**config.shared_roots(), "simulate": simulate}
-    modules = _watched_modules(simulate, {**shared, "state": config.state})
+    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects
+    found = list(reachable(shared, walk))
+    in_state = (obj for _, obj in reachable({"state": config.state}))
+    modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
+    module_roots = _module_roots(modules)
+    found_in_modules = list(reachable(module_roots, walk))
 
     def snapshot(walk: Walk | None = None) -> tuple[dict[str, str], dict[str, str], str, str]:
         return (
@@ -791,13 +798,18 @@ def check(
             _random_module_state(),
         )
 
-    walk = Walk()
-    before = snapshot(walk)
+    before = (
+        tokens(found, walk),
+        tokens(found_in_modules, walk),
+        _global_numpy_random_state(),
+        _random_module_state(),
+    )
     protect = (
-        read_only_arrays({**shared, **_module_roots(modules)}, warn=False)
+        read_only_arrays({**shared, **module_roots}, warn=False, found=found + found_in_modules)
         if config.protect_shared
         else nullcontext(None)
     )
+    del found, found_in_modules
     with protect as protection:
         if config.warmup:
             warm_up(config)

@@ -28,9 +28,10 @@ import random
 import sys
 import types
 import warnings
+import weakref
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import PurePath
 from typing import Any
 
@@ -51,6 +52,8 @@ __all__ = [
     "make_read_only",
     "reachable",
     "read_only_arrays",
+    "tokens",
+    "unprotected_message",
 ]
 
 MAX_OBJECTS = 1_000_000  # objects one walk visits at most
@@ -100,6 +103,27 @@ def context_roots(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, A
     return roots
 
 
+# class -> its slots' (name, descriptor); a weak cache, so that classes can still go away.
+_slots: weakref.WeakKeyDictionary[type, tuple[tuple[str, Any], ...]] = weakref.WeakKeyDictionary()
+
+
+def _slot_descriptors(cls: type) -> tuple[tuple[str, Any], ...]:
+    try:
+        return _slots[cls]
+    except (KeyError, TypeError):
+        pass
+    found = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        for name in (slots,) if isinstance(slots, str) else slots:
+            descriptor = klass.__dict__.get(name)
+            if isinstance(descriptor, types.MemberDescriptorType):
+                found.append((name, descriptor))
+    with suppress(TypeError):  # a class that takes no weak reference
+        _slots[cls] = tuple(found)
+    return tuple(found)
+
+
 def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
     """Yield the instance attributes of ``obj`` (its ``__dict__`` and slots), read statically.
 
@@ -111,15 +135,11 @@ def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
         if isinstance(attributes, dict):
             for name, value in list(attributes.items()):
                 yield f".{name}", value
-    for klass in cls.__mro__:
-        slots = klass.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            descriptor = klass.__dict__.get(name)
-            if isinstance(descriptor, types.MemberDescriptorType):
-                try:
-                    yield f".{name}", descriptor.__get__(obj, cls)
-                except AttributeError:  # an unset slot
-                    continue
+    for name, descriptor in _slot_descriptors(cls):
+        try:
+            yield f".{name}", descriptor.__get__(obj, cls)
+        except AttributeError:  # an unset slot
+            continue
 
 
 def _xarray_children(obj: xr.Dataset | xr.DataArray | xr.Variable) -> Iterator[tuple[str, Any]]:
@@ -216,8 +236,12 @@ def reachable(
         walk.objects += 1
         yield path, obj
         if max_depth is None or depth < max_depth:
-            found = list(children(obj))
-            stack.extend((path + suffix, child, depth + 1) for suffix, child in reversed(found))
+            found = [
+                (path + suffix, child, depth + 1)
+                for suffix, child in children(obj)
+                if isinstance(child, _ATOMS) or id(child) not in seen
+            ]
+            stack.extend(reversed(found))
 
 
 def _base_chain(array: np.ndarray) -> int:
@@ -260,12 +284,17 @@ class Protection:
     walk: Walk
 
 
-def make_read_only(roots: Mapping[str, Any], walk: Walk | None = None) -> Protection:
-    """Make every writeable numpy array reachable from ``roots`` read-only, where restorable."""
-    walk = Walk() if walk is None else walk
+def make_read_only(
+    roots: Mapping[str, Any], found: Iterable[tuple[str, Any]] | None = None
+) -> Protection:
+    """Make every writeable numpy array reachable from ``roots`` read-only, where restorable.
+
+    ``found``: what `reachable` gave for ``roots`` already (it is not walked again).
+    """
+    walk = Walk()
     arrays: list[tuple[str, np.ndarray]] = []
     unprotected: list[tuple[str, np.ndarray]] = []
-    for path, obj in reachable(roots, walk):
+    for path, obj in reachable(roots, walk) if found is None else found:
         if isinstance(obj, np.ndarray) and obj.flags.writeable:
             (arrays if _restorable(obj) else unprotected).append((path, obj))
     for _, array in arrays:
@@ -291,14 +320,16 @@ def _restore(protection: Protection) -> None:
 
 
 @contextmanager
-def read_only_arrays(roots: Mapping[str, Any], warn: bool = True) -> Iterator[Protection]:
+def read_only_arrays(
+    roots: Mapping[str, Any], warn: bool = True, found: Iterable[tuple[str, Any]] | None = None
+) -> Iterator[Protection]:
     """Make every writeable numpy array reachable from ``roots`` read-only for the block.
 
     Yields the `Protection`; the flags are restored on exit, even after an exception.  Arrays
     whose flag numpy could not restore are left writeable; with ``warn``, a RuntimeWarning
-    names them.
+    names them.  ``found`` as for `make_read_only`.
     """
-    protection = make_read_only(roots)
+    protection = make_read_only(roots, found)
     if warn and protection.unprotected:
         warnings.warn(unprotected_message(protection.unprotected), RuntimeWarning, stacklevel=3)
     try:
@@ -368,14 +399,20 @@ def _token(obj: Any, walk: Walk) -> str:
 def fingerprint(roots: Mapping[str, Any], walk: Walk | None = None) -> dict[str, str]:
     """Return path -> short description (array digest, value, or size) of everything reachable."""
     walk = Walk() if walk is None else walk
-    return {path: _token(obj, walk) for path, obj in reachable(roots, walk)}
+    return tokens(reachable(roots, walk), walk)
+
+
+def tokens(found: Iterable[tuple[str, Any]], walk: Walk) -> dict[str, str]:
+    """Return the fingerprint of what `reachable` gave (``walk`` budgets the hashing)."""
+    return {path: _token(obj, walk) for path, obj in found}
 
 
 def changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """Describe what differs between two fingerprints: ``path: before -> after``."""
-    found = []
-    for path in sorted(before.keys() | after.keys()):
-        old, new = before.get(path, "(absent)"), after.get(path, "(absent)")
-        if old != new:
-            found.append(f"{path}: {old} -> {new}")
-    return found
+    if before == after:
+        return []
+    differing = [p for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
+    return [
+        f"{path}: {before.get(path, '(absent)')} -> {after.get(path, '(absent)')}"
+        for path in sorted(differing)
+    ]
