@@ -539,3 +539,50 @@ def test_xarray_inputs_pass() -> None:
     )
     report = passes(from_dataset, args=(climate,))
     assert report.protected_arrays >= 1
+
+
+APP = """
+import numpy as np
+import threadensemble as te
+
+class Model:
+    def __init__(self):
+        self.calls = 0
+
+model = Model()                     # the script's model, also passed in args
+
+def simulate(m):
+    m.calls += 1
+    return {"x": np.array(m.calls * te.get_rng().random())}
+"""
+
+
+def test_an_object_both_global_and_in_args_is_named_once_under_args(
+    package: Callable[..., Any],
+) -> None:
+    app = package("scriptlike", {"__init__": "", "app": APP})
+    app = importlib.import_module("scriptlike.app")
+    report = run_check(app.simulate, args=(app.model,))
+    assert report.causes == {Cause.SHARED_OBJECT_CHANGED}, str(report)
+    assert finding(report, Cause.SHARED_OBJECT_CHANGED).startswith("args[0].calls: 0 -> ")
+
+
+class Flips:
+    def __init__(self) -> None:
+        self.runs = 0
+
+
+def missing_where_the_state_says(*, flips: Flips) -> dict[str, Any]:
+    flips.runs += 1  # carried over: which value is missing depends on the runs before
+    values = te.get_rng().random(4)
+    values[flips.runs % 4] = np.nan
+    days = np.arange("2000-01-01", 4, dtype="datetime64[D]")
+    days[(flips.runs + 1) % 4] = np.datetime64("NaT")
+    return {"v": ("k", values), "d": ("k", days)}
+
+
+def test_missing_values_in_other_places_are_differences() -> None:
+    report = run_check(missing_where_the_state_says, state=Flips(), inject="flips")
+    assert report.causes == {Cause.STATE_CARRIED_OVER}, str(report)
+    assert {d.variable for d in report.differences} == {"v", "d"}
+    assert all(d.fraction == 0.5 for d in report.differences)

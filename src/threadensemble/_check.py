@@ -634,8 +634,9 @@ _SHARED_WRITES = {
 def _explained(causes: set[Cause]) -> set[Cause]:
     """Return the symptoms that the other findings already explain (so they are not listed).
 
-    A write to something shared makes repeated runs and threaded runs differ; a first run that
-    differs makes every thread's first realization differ.  The differences stay in the report.
+    A write to something shared makes repeated runs and threaded runs differ; state carried
+    over, or a first run that differs, makes threaded runs differ.  The differences stay in the
+    report.
     """
     explained = set()
     if causes & _SHARED_WRITES:
@@ -645,7 +646,7 @@ def _explained(causes: set[Cause]) -> set[Cause]:
             Cause.THREADS_DIFFER,
             Cause.FIRST_RUN_DIFFERS,
         }
-    if Cause.FIRST_RUN_DIFFERS in causes:
+    if causes & {Cause.FIRST_RUN_DIFFERS, Cause.STATE_CARRIED_OVER, Cause.RUNS_DIFFER}:
         explained.add(Cause.THREADS_DIFFER)
     return explained
 
@@ -673,6 +674,11 @@ def _shared_findings(found: Sequence[str]) -> Iterator[tuple[Cause, str]]:
         groups.setdefault(cause, []).append(change)
     for cause, changed in groups.items():
         yield cause, _join(changed)
+
+
+def _under(change: str, root: str) -> bool:
+    """Whether a change (``path: old -> new``) is of ``root`` or of what it reaches."""
+    return change.startswith((f"{root}:", f"{root}.", f"{root}["))
 
 
 def _owner(path: str, modules: Namespaces) -> str:
@@ -783,51 +789,47 @@ def check(
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
     shared = {**config.shared_roots(), "simulate": simulate}
-    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects
+    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects it
     found = list(reachable(shared, walk))
     in_state = (obj for _, obj in reachable({"state": config.state}))
     modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
     module_roots = _module_roots(modules)
-    found_in_modules = list(reachable(module_roots, walk))
+    found += reachable(module_roots, walk)  # what args also reach is listed under args only
 
-    def snapshot(walk: Walk | None = None) -> tuple[dict[str, str], dict[str, str], str, str]:
-        return (
-            fingerprint(shared, walk),
-            fingerprint(_module_roots(modules), walk),  # read again: globals may be rebound
-            _global_numpy_random_state(),
-            _random_module_state(),
-        )
+    def snapshot(walk: Walk) -> tuple[dict[str, str], str, str]:
+        roots = {**shared, **_module_roots(modules)}  # read again: globals may be rebound
+        return fingerprint(roots, walk), _global_numpy_random_state(), _random_module_state()
 
-    before = (
-        tokens(found, walk),
-        tokens(found_in_modules, walk),
-        _global_numpy_random_state(),
-        _random_module_state(),
-    )
+    before = tokens(found, walk), _global_numpy_random_state(), _random_module_state()
     protect = (
-        read_only_arrays({**shared, **module_roots}, warn=False, found=found + found_in_modules)
+        read_only_arrays({**shared, **module_roots}, warn=False, found=found)
         if config.protect_shared
         else nullcontext(None)
     )
-    del found, found_in_modules
+    del found
+    walk.seen.clear()
     with protect as protection:
         if config.warmup:
             warm_up(config)
             walk = Walk()
             before = snapshot(walk)
+            walk.seen.clear()
         reference = checker.serial_and_repeats()
         checker.threads(reference)
-    after = snapshot()
-    for cause, detail in _shared_findings(changes(before[0], after[0])):
+    after = snapshot(Walk())
+    changed = changes(before[0], after[0])
+    in_shared = [c for c in changed if any(_under(c, root) for root in shared)]
+    for cause, detail in _shared_findings(in_shared):
         checker.note(cause, detail)
     own_package = _top(_simulate_module(simulate))
-    for cause, detail in _module_findings(changes(before[1], after[1]), modules, own_package):
+    in_modules = [c for c in changed if c not in in_shared]
+    for cause, detail in _module_findings(in_modules, modules, own_package):
         checker.note(cause, detail)
-    if after[2] != before[2]:
+    if after[1] != before[1]:
         checker.note(
             Cause.GLOBAL_NUMPY_RANDOM, "the global numpy.random state changed during the runs"
         )
-    if after[3] != before[3]:
+    if after[2] != before[2]:
         users = _random_module_users(modules)
         checker.note(
             Cause.RANDOM_MODULE,

@@ -86,6 +86,10 @@ class Walk:
     budget_hit : bool
         The walk stopped at ``max_objects``, or arrays beyond ``max_bytes`` were summarised by
         shape and dtype only (``unhashed`` of them): changes to what was left out go unseen.
+    seen : dict of int to object
+        What the walk has visited, by id; `reachable` continuing a walk with other roots skips
+        them.  Holding the objects keeps their ids from being reused during the walk by
+        temporaries (a Mapping may make its values on access, as an xarray Dataset does).
     """
 
     max_objects: int = MAX_OBJECTS
@@ -94,6 +98,7 @@ class Walk:
     bytes: int = 0
     unhashed: int = 0
     budget_hit: bool = False
+    seen: dict[int, Any] = dataclasses.field(default_factory=dict, repr=False)
 
 
 def context_roots(args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,12 +222,11 @@ def reachable(
     """Yield (path, object) for every object reachable from ``roots``, each object once.
 
     ``walk`` counts the objects and stops the walk at its ``max_objects`` (setting
-    ``budget_hit``); ``max_depth`` (default: none) stops descending below that depth.
+    ``budget_hit``); given again, it continues that walk (objects it saw are not listed again).
+    ``max_depth`` (default: none) stops descending below that depth.
     """
     walk = Walk() if walk is None else walk
-    # id -> object: holding the objects keeps their ids from being reused during the walk by
-    # temporaries (a Mapping may make its values on access, as an xarray Dataset does).
-    seen: dict[int, Any] = {}
+    seen = walk.seen
     stack = [(name, obj, 0) for name, obj in reversed(list(roots.items()))]
     while stack:
         path, obj, depth = stack.pop()
