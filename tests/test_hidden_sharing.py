@@ -97,6 +97,20 @@ def count():
     COUNT += 1
     return COUNT
 
+class Station:
+    registry = []                   # a class attribute: shared by every instance
+
+    def __init__(self, name):
+        self.registry.append(name)
+
+def memo_factory():
+    memo = {}
+    def memoized(key, make):
+        return memo.setdefault(key, make())
+    return memoized
+
+memoized = memo_factory()           # a module-level function with a closure
+
 def lookup(key, make):
     if key not in CACHE:   # filled lazily by whichever realization comes first
         CACHE[key] = make()
@@ -115,6 +129,14 @@ def uses_helper_rng():
 
 def uses_counter():
     return {"x": float(helpers.count())}
+
+def uses_registry():
+    helpers.Station(str(te.current_realization()))
+    return {"x": float(len(helpers.Station.registry))}
+
+def uses_memo():
+    key = int(te.get_rng().integers(0, 3))
+    return {"x": helpers.memoized(key, lambda: float(te.get_rng("memo").random()))}
 
 def uses_cache():
     key = int(te.get_rng().integers(0, 3))
@@ -151,6 +173,16 @@ def test_lazily_filled_cache_in_a_helper_module_is_named(broken: Any) -> None:
     report = run_check(broken.uses_cache)
     assert report.causes == {Cause.MODULE_STATE_CHANGED}, str(report)
     assert "brokenpkg.helpers.CACHE" in finding(report, Cause.MODULE_STATE_CHANGED)
+
+
+def test_class_attribute_and_module_function_closure_are_named(broken: Any) -> None:
+    report = run_check(broken.uses_registry)
+    assert report.causes == {Cause.MODULE_STATE_CHANGED}, str(report)
+    assert "brokenpkg.helpers.Station.registry" in finding(report, Cause.MODULE_STATE_CHANGED)
+    report = run_check(broken.uses_memo)
+    assert report.causes == {Cause.MODULE_STATE_CHANGED}, str(report)
+    detail = finding(report, Cause.MODULE_STATE_CHANGED)
+    assert detail.startswith("brokenpkg.helpers.memoized.<closure memo>")
 
 
 class Level:
@@ -460,8 +492,9 @@ def test_ragged_passes() -> None:
 
 
 def spawned() -> dict[str, Any]:
-    # numpy's recommended way to derive independent generators; needs a fresh seed sequence per
-    # run of a realization (threadensemble._realize.realize makes one).
+    # numpy's recommended way to derive independent generators.  NEEDS the fresh SeedSequence
+    # that threadensemble._realize.realize builds for each run of a realization (Generator.spawn
+    # counts children on its seed sequence; reusing one object made a second run differ).
     children = te.get_rng().spawn(2)
     return {"a": children[0].random(3), "b": children[1].random(3)}
 

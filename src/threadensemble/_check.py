@@ -406,13 +406,33 @@ def _watched_modules(simulate: Callable[..., Any], objects: Iterable[Any]) -> Na
     return {m: watched[m] for m in sorted(watched, key=lambda m: (m.count("."), m))}
 
 
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
 def _module_roots(modules: Namespaces) -> dict[str, Any]:
-    """Return ``module.name`` -> value for the module globals that can hold state."""
+    """Return ``module.name`` -> value for what the module's globals hold that can be state.
+
+    Its variables; the closures, defaults and attributes of its functions (``cache`` of a
+    function made by a factory); the class attributes of the classes it defines (a registry
+    that every instance appends to).
+    """
     roots: dict[str, Any] = {}
     for module, namespace in modules.items():
         for name, value in list(namespace.items()):
-            if not (name.startswith("__") and name.endswith("__")) and not isinstance(value, _CODE):
+            if _dunder(name):
+                continue
+            if not isinstance(value, _CODE) or (
+                isinstance(value, types.FunctionType)
+                and (value.__closure__ or value.__defaults__ or value.__kwdefaults__ or vars(value))
+            ):
                 roots[f"{module}.{name}"] = value
+            elif isinstance(value, type) and value.__module__ == module:
+                for attribute, member in list(vars(value).items()):
+                    if not _dunder(attribute) and not isinstance(
+                        member, (*_CODE, staticmethod, classmethod, property)
+                    ):
+                        roots[f"{module}.{name}.{attribute}"] = member
     return roots
 
 
