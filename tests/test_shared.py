@@ -2,6 +2,7 @@ import datetime
 import functools
 import pickle
 import warnings
+import weakref
 from typing import Any
 
 import numpy as np
@@ -163,3 +164,14 @@ def test_views_of_read_only_bases_are_restored_after_their_bases() -> None:
     with read_only_arrays({"views": list(reversed(views)), "base": base}) as protection:
         assert len(protection.arrays) == 4 and not any(a.flags.writeable for a in views)
     assert all(a.flags.writeable for a in [base, *views])
+
+
+def test_weak_containers_are_not_walked() -> None:
+    class Node:
+        pass
+
+    keep = [Node(), Node()]
+    registry = weakref.WeakValueDictionary({i: node for i, node in enumerate(keep)})
+    before = fingerprint({"r": registry})
+    del keep[1]  # collected: the registry shrinks, which is no change of the model's
+    assert changes(before, fingerprint({"r": registry})) == []

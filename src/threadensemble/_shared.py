@@ -65,9 +65,11 @@ _ATOMS = (
     datetime.date, datetime.time, datetime.timedelta, datetime.tzinfo, decimal.Decimal,
     fractions.Fraction, PurePath, range, slice, enum.Enum,
 )  # fmt: skip
+# Not walked: code, and weak containers (their content changes as objects are collected).
 _OPAQUE = (
     types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType,
     types.WrapperDescriptorType, types.CodeType, types.FrameType, types.GeneratorType,
+    weakref.WeakValueDictionary, weakref.WeakKeyDictionary, weakref.WeakSet,
 )  # fmt: skip
 _GENERATORS = (np.random.Generator, np.random.RandomState, np.random.BitGenerator, random.Random)
 # Instances of the standard library's classes are not walked (a logger's manager reaches every
@@ -392,6 +394,8 @@ def _token(obj: Any, walk: Walk) -> str:
         return f"RandomState state {_digest(repr(obj.get_state(legacy=False)).encode())}"
     if isinstance(obj, random.Random):
         return f"Random state {_digest(repr(obj.getstate()).encode())}"
+    if isinstance(obj, _OPAQUE):
+        return type(obj).__qualname__
     if isinstance(obj, _ATOMS):
         text = repr(obj)
         return text if len(text) <= 80 else f"{text[:60]}... {_digest(text.encode())}"
