@@ -66,6 +66,17 @@ _ATOMS = (
     fractions.Fraction, PurePath, range, slice, enum.Enum,
 )  # fmt: skip
 # Not walked: code, and weak containers (their content changes as objects are collected).
+_EXACT_ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None)})
+_EXACT_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+
+
+def _is_atom(obj: Any) -> bool:
+    cls = type(obj)  # exact types first: isinstance against ABCs is slow on large models
+    if cls in _EXACT_ATOMS:
+        return True
+    return cls not in _EXACT_CONTAINERS and isinstance(obj, _ATOMS)
+
+
 _OPAQUE = (
     types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType,
     types.WrapperDescriptorType, types.CodeType, types.FrameType, types.GeneratorType,
@@ -175,10 +186,19 @@ def children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             for i, value in enumerate(obj.ravel(order="K")):
-                if not isinstance(value, _ATOMS):
+                if not _is_atom(value):
                     yield f".flat[{i}]", value
         return
-    if isinstance(obj, (_GENERATORS, *_ATOMS, *_OPAQUE)):
+    cls = type(obj)
+    if cls is dict:
+        for key, value in list(obj.items()):
+            yield f"[{key!r}]", value
+        return
+    if cls is list or cls is tuple:
+        for i, value in enumerate(list(obj)):
+            yield f"[{i}]", value
+        return
+    if _is_atom(obj) or isinstance(obj, (_GENERATORS, *_OPAQUE)):
         return
     if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable):
         yield from _xarray_children(obj)
@@ -232,7 +252,7 @@ def reachable(
     stack = [(name, obj, 0) for name, obj in reversed(list(roots.items()))]
     while stack:
         path, obj, depth = stack.pop()
-        if not isinstance(obj, _ATOMS):  # small ints and strings are shared objects: list each use
+        if not _is_atom(obj):  # small ints and strings are shared objects: list each use
             if id(obj) in seen:
                 continue
             seen[id(obj)] = obj
@@ -245,7 +265,7 @@ def reachable(
             found = [
                 (path + suffix, child, depth + 1)
                 for suffix, child in children(obj)
-                if isinstance(child, _ATOMS) or id(child) not in seen
+                if id(child) not in seen or _is_atom(child)
             ]
             stack.extend(reversed(found))
 
@@ -384,6 +404,12 @@ def _array_token(array: np.ndarray, walk: Walk) -> str:
 
 
 def _token(obj: Any, walk: Walk) -> str:
+    cls = type(obj)
+    if cls is dict or cls is list or cls is tuple:
+        return f"{cls.__name__} of {len(obj)}"
+    if _is_atom(obj):
+        text = repr(obj)
+        return text if len(text) <= 80 else f"{text[:60]}... {_digest(text.encode())}"
     if isinstance(obj, np.ndarray):
         return _array_token(obj, walk)
     if isinstance(obj, np.random.Generator):
@@ -395,13 +421,10 @@ def _token(obj: Any, walk: Walk) -> str:
     if isinstance(obj, random.Random):
         return f"Random state {_digest(repr(obj.getstate()).encode())}"
     if isinstance(obj, _OPAQUE):
-        return type(obj).__qualname__
-    if isinstance(obj, _ATOMS):
-        text = repr(obj)
-        return text if len(text) <= 80 else f"{text[:60]}... {_digest(text.encode())}"
+        return cls.__qualname__
     if isinstance(obj, Mapping | list | tuple | set | frozenset | deque):
-        return f"{type(obj).__name__} of {len(obj)}"
-    return type(obj).__qualname__
+        return f"{cls.__name__} of {len(obj)}"
+    return cls.__qualname__
 
 
 def fingerprint(roots: Mapping[str, Any], walk: Walk | None = None) -> dict[str, str]:
