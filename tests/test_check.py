@@ -169,3 +169,10 @@ def test_check_needs_two_threads() -> None:
 def test_spec_check() -> None:
     spec = te.ModelSpec(correct, args=(Model(),), state=np.zeros(50), inject="buf")
     assert spec.check(sample=4, n_workers=2).ok
+
+
+def test_check_takes_the_seed_scheme_of_simulate_ensemble() -> None:
+    report = run_check(correct, seed_for=lambda k: 1000 * k)
+    assert report.ok, str(report)
+    with pytest.raises(ValueError, match="give seed or seed_for, not both"):
+        run_check(correct, seed=1, seed_for=lambda k: 1000 * k)

@@ -1,11 +1,21 @@
+import datetime
 import functools
+import pickle
+import warnings
+import weakref
 from typing import Any
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from threadensemble._shared import changes, fingerprint, reachable, read_only_arrays
+from threadensemble._shared import (
+    Walk,
+    changes,
+    fingerprint,
+    reachable,
+    read_only_arrays,
+)
 
 
 class Model:
@@ -37,11 +47,40 @@ def test_reachable_walks_attributes_containers_closures_and_partials() -> None:
     assert "args[2].args[0]" in paths
 
 
-def test_depth_is_bounded() -> None:
-    nested: dict[str, Any] = {"a": {"b": {"c": {"d": {"e": np.zeros(1)}}}}}
-    paths = [path for path, _ in reachable({"x": nested}, max_depth=2)]
-    assert "x['a']['b']" in paths
-    assert "x['a']['b']['c']" not in paths
+def test_any_depth_is_walked_each_object_once() -> None:
+    nested: dict[str, Any] = {"a": {"b": {"c": {"d": {"e": {"f": np.zeros(1)}}}}}}
+    nested["a"]["b"]["loop"] = nested  # a cycle
+    paths = [path for path, _ in reachable({"x": nested})]
+    assert "x['a']['b']['c']['d']['e']['f']" in paths
+    assert len(paths) == len(set(paths))
+
+
+def test_budget_is_reported_when_hit() -> None:
+    walk = Walk(max_objects=10)
+    assert len(list(reachable({"x": list(range(100))}, walk))) == 10
+    assert walk.budget_hit and walk.objects == 10
+    walk = Walk(max_bytes=1000)
+    found = fingerprint({"small": np.zeros(10), "big": np.zeros(1000)}, walk)
+    assert "not hashed" in found["big"] and walk.budget_hit and walk.bytes == 80
+
+
+def test_xarray_variables_and_closures_of_reachable_functions_are_walked() -> None:
+    class Sub:
+        def __init__(self) -> None:
+            self.ds = xr.Dataset({"v": ("x", np.arange(3.0))}, coords={"x": [1, 2, 3]})
+
+    class Top:
+        def __init__(self) -> None:
+            self.sub = Sub()
+            self.lookup = closure_over(np.arange(2.0))
+
+    paths = dict(reachable({"model": Top()}))
+    assert isinstance(paths["model.sub.ds['v'].values"], np.ndarray)
+    assert "model.lookup.<closure table>" in paths
+    top = Top()
+    with read_only_arrays({"model": top}), pytest.raises(ValueError, match="read-only"):
+        top.sub.ds["v"].values[0] = 1.0  # five levels down
+    top.sub.ds["v"].values[0] = 1.0
 
 
 def test_read_only_for_the_block_then_restored() -> None:
@@ -49,8 +88,8 @@ def test_read_only_for_the_block_then_restored() -> None:
     already_read_only = np.ones(2)
     already_read_only.flags.writeable = False
     roots = {"m": model, "r": already_read_only}
-    with read_only_arrays(roots) as count:
-        assert count == 3  # grid, its view, fuel
+    with read_only_arrays(roots) as protection:
+        assert len(protection.arrays) == 3  # grid, its view, fuel
         with pytest.raises(ValueError, match="read-only"):
             model.grid[0, 0] = 1.0
         with pytest.raises(ValueError, match="read-only"):
@@ -93,3 +132,46 @@ def test_fingerprint_of_values_made_on_access_is_stable() -> None:
     first = fingerprint(roots)
     assert len([path for path in first if path.endswith("['v']")]) == 20
     assert changes(first, fingerprint(roots)) == []
+
+
+def test_object_arrays_are_fingerprinted_element_wise() -> None:
+    times = np.array([datetime.datetime(2000, 1, d) for d in (1, 2)] + [None], dtype=object)
+    before = fingerprint({"t": times})
+    assert before == fingerprint({"t": times.copy()})  # by value, not by address
+    times[2] = datetime.datetime(2000, 1, 3)
+    assert changes(before, fingerprint({"t": times}))[0].startswith("t: array(3,) object")
+
+
+def test_arrays_backed_by_bytes_are_left_writeable_and_named() -> None:
+    # numpy keeps the pickle's bytes as the memory of arrays over 1,000 bytes (protocol <= 4),
+    # and cannot make them writeable again once they were made read-only.
+    model = pickle.loads(pickle.dumps({"big": np.arange(500.0), "small": np.arange(3.0)}, 4))
+    assert isinstance(model["big"].base, bytes) and model["big"].flags.writeable
+    view = model["big"][10:]
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        with read_only_arrays({"m": model, "v": view}) as protection:
+            assert protection.unprotected == ["m['big']"]
+            assert len(protection.arrays) == 2  # small, and the view (its base stays writeable)
+            assert model["big"].flags.writeable and not view.flags.writeable
+    assert "1 shared arrays were left writeable (m['big'])" in str(warned[0].message)
+    assert model["big"].flags.writeable and view.flags.writeable and model["small"].flags.writeable
+
+
+def test_views_of_read_only_bases_are_restored_after_their_bases() -> None:
+    base = np.zeros(10)
+    views = [base[1:], base[1:][1:], base[1:][1:][1:]]
+    with read_only_arrays({"views": list(reversed(views)), "base": base}) as protection:
+        assert len(protection.arrays) == 4 and not any(a.flags.writeable for a in views)
+    assert all(a.flags.writeable for a in [base, *views])
+
+
+def test_weak_containers_are_not_walked() -> None:
+    class Node:
+        pass
+
+    keep = [Node(), Node()]
+    registry = weakref.WeakValueDictionary({i: node for i, node in enumerate(keep)})
+    before = fingerprint({"r": registry})
+    del keep[1]  # collected: the registry shrinks, which is no change of the model's
+    assert changes(before, fingerprint({"r": registry})) == []

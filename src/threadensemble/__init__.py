@@ -12,6 +12,7 @@ from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
 from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
+from ._routing import route_rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
 from ._spec import ModelSpec
 from ._store import open_ensemble
@@ -43,6 +44,7 @@ __all__ = [
     "open_ensemble",
     "reseed",
     "rng",
+    "route_rng",
     "runtime_info",
     "simulate_ensemble",
 ]

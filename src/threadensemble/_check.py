@@ -6,12 +6,17 @@ runs a sample of realizations
 1. once in order with one copy of the state, as ``n_workers=1`` would (the reference);
 2. each twice more in a row on that same copy (state carried over between realizations, or a
    first run that differs from later ones);
-3. on ``n_workers`` threads started together by a barrier, each with its own copy;
+3. on ``n_workers`` threads started together by a barrier, each with its own copy; every
+   sampled realization must run there, or the check fails saying which did not and why;
 
-and compares the outputs bitwise.  Meanwhile the arrays of the shared context are read-only
-(an in-place write raises where it happens), and the shared context, the module globals of
-``simulate`` and the global ``numpy.random`` state are fingerprinted before and after, so that
-any change to them is named.
+and compares the outputs bitwise (missing values in the same places are equal).  Meanwhile the
+arrays of the shared context (``args``, ``kwargs``, what ``simulate``'s closure holds) and of
+the watched modules are read-only (an in-place write raises where it happens), and all of it is
+fingerprinted before and after, with the global ``numpy.random`` and ``random`` states, so that
+each change is named with its own cause.  The watched modules are ``simulate``'s, those it
+imports, those of the classes and functions reachable from the model, and their imports within
+those packages (never the standard library's, threadensemble's or the big scientific
+libraries').  The worker threads only compute; every finding is recorded in the calling thread.
 """
 
 from __future__ import annotations
@@ -19,14 +24,18 @@ from __future__ import annotations
 import enum
 import hashlib
 import inspect
+import itertools
+import pickle
+import random
+import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import xarray as xr
@@ -34,8 +43,18 @@ import xarray as xr
 from ._config import RunConfig, make_config
 from ._realize import realize, warm_up
 from ._rng import SeedLike
-from ._shared import changes, fingerprint, read_only_arrays
-from ._state import PerThreadState
+from ._shared import (
+    Protection,
+    Walk,
+    changes,
+    fingerprint,
+    is_generator_token,
+    reachable,
+    read_only_arrays,
+    tokens,
+    unprotected_message,
+)
+from ._state import PerThreadState, worker_init_error
 
 __all__ = ["Cause", "CheckReport", "Difference", "Finding", "ThreadSafetyError", "check"]
 
@@ -45,31 +64,57 @@ class Cause(enum.Enum):
 
     SHARED_ARRAY_WRITE = "simulate writes into a shared array"
     SHARED_OBJECT_CHANGED = "simulate changes the shared context"
+    CLOSURE_CHANGED = "simulate changes what its closure holds"
     MODULE_STATE_CHANGED = "simulate changes module-level state"
+    SHARED_GENERATOR = "a random generator is shared by the threads"
+    LIBRARY_GENERATOR = "a library's random generator is not routed to the realization's streams"
     GLOBAL_NUMPY_RANDOM = "simulate uses the global numpy.random functions"
+    RANDOM_MODULE = "simulate uses the random module's global functions"
     FIRST_RUN_DIFFERS = "the first run differs from later runs (lazy initialization)"
     STATE_CARRIED_OVER = "state is carried over between realizations"
+    RUNS_DIFFER = "repeated runs of a realization differ, for a reason the check did not find"
     THREADS_DIFFER = "results differ between one worker and many threads"
     SIMULATE_RAISED = "simulate raised an exception"
+    WORKER_INIT_FAILED = "a worker thread could not copy the state"
+    NOT_RUN = "the threaded pass did not run every realization"
 
 
 _ADVICE = {
-    Cause.SHARED_ARRAY_WRITE: "args and kwargs are shared by every thread and must not be written;"
-    " keep arrays that simulate writes in the state (one copy per thread), or copy them first",
+    Cause.SHARED_ARRAY_WRITE: "args, kwargs and closures are shared by every thread and must not"
+    " be written; keep arrays that simulate writes in the state (one copy per thread), or copy "
+    "them first",
     Cause.SHARED_OBJECT_CHANGED: "args and kwargs are shared by every thread and must not be "
     "written; move what simulate changes into the state (one copy per thread)",
+    Cause.CLOSURE_CHANGED: "a closure is shared by every thread like args are: move what "
+    "simulate changes into the state (one copy per thread), or create it inside simulate",
     Cause.MODULE_STATE_CHANGED: "module globals are shared by every thread: keep caches and "
-    "counters in the state; replace a module-level generator with rng = threadensemble.rng",
+    "counters in the state (one copy per thread), or fill caches before the run (warmup)",
+    Cause.SHARED_GENERATOR: "one generator drawn from by every thread gives each realization "
+    "numbers in scheduling order: replace it by rng = threadensemble.rng (module level) or draw "
+    "from threadensemble.get_rng()",
+    Cause.LIBRARY_GENERATOR: "route the library's generator to the realization's streams for "
+    "the run: with threadensemble.route_rng(module): ... (or decorate simulate with "
+    "@threadensemble.route_rng(module))",
     Cause.GLOBAL_NUMPY_RANDOM: "np.random.* functions share one hidden generator between all "
     "threads; draw from threadensemble.get_rng() (or assign rng = threadensemble.rng)",
+    Cause.RANDOM_MODULE: "random.random(), random.gauss() ... share one hidden generator between"
+    " all threads; draw from threadensemble.get_rng() (random() and normal() have the same "
+    "distributions)",
     Cause.FIRST_RUN_DIFFERS: "every thread's first realization would differ and results would "
     "depend on the worker count; pass warmup=True (or a warm-up function) so that the lazy "
     "initialization happens once, before the per-thread copies are made",
     Cause.STATE_CARRIED_OVER: "simulate reads state left by the previous realization; reset "
     "(or overwrite) everything it reads from the state at the start of each realization",
+    Cause.RUNS_DIFFER: "something the check does not watch changes between runs: a generator or"
+    " cache in a module outside simulate's packages (route_rng for a library's generator), a "
+    "C extension's state, or files",
     Cause.THREADS_DIFFER: "something shared is written concurrently; see the other findings, "
-    "or look for shared objects beyond the depth the check walks",
+    "or look for state outside what the check watches (modules outside simulate's packages)",
     Cause.SIMULATE_RAISED: "fix the exception first; the check compares only realizations that ran",
+    Cause.WORKER_INIT_FAILED: "simulate_ensemble would stop with this WorkerInitError: make the "
+    "state deep-copyable from any thread (copy.deepcopy(state) must work in a new thread)",
+    Cause.NOT_RUN: "the check cannot vouch for realizations it did not run on threads; fix what "
+    "stopped them (see the other findings)",
 }
 
 
@@ -103,7 +148,12 @@ class Difference:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """The result of `check`.  ``ok`` is True when no finding was made."""
+    """The result of `check`.  ``ok`` is True when no finding was made.
+
+    ``walked_objects`` and ``walked_bytes`` say how much of the model and the watched modules
+    were fingerprinted; ``budget_hit`` that the walk left some out (see `check`);
+    ``unprotected`` names the shared arrays that could not be made read-only.
+    """
 
     simulate: str
     sample: tuple[int, ...]
@@ -111,6 +161,11 @@ class CheckReport:
     protected_arrays: int
     findings: tuple[Finding, ...]
     differences: tuple[Difference, ...]
+    walked_objects: int = 0
+    walked_bytes: int = 0
+    budget_hit: bool = False
+    unprotected: tuple[str, ...] = ()
+    watched_modules: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -134,7 +189,15 @@ class CheckReport:
             f"thread-safety check of {self.simulate}: {verdict}",
             f"  realizations {self.sample[0]}-{self.sample[-1]}, {self.n_workers} threads started"
             f" together, {self.protected_arrays} shared arrays made read-only",
+            f"  fingerprinted {self.walked_objects} objects ({self.walked_bytes / 1e6:.1f} MB of "
+            f"arrays) of the model and of {len(self.watched_modules)} modules",
         ]
+        if self.budget_hit:
+            lines.append(
+                "  budget hit: part of the model was not fingerprinted (changes there go unseen)"
+            )
+        if self.unprotected:
+            lines.append(f"  {unprotected_message(self.unprotected)}")
         for finding in self.findings:
             lines.append(f"  [{finding.cause.value}] {finding.detail}")
             lines.append(f"      -> {finding.advice}")
@@ -150,69 +213,251 @@ class CheckReport:
         return "\n".join(lines)
 
 
+# -- comparing outputs: bitwise, missing values in the same places equal ---------------------
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float | np.floating | np.complexfloating):
+        return bool(np.isnan(value))
+    if isinstance(value, np.datetime64 | np.timedelta64):
+        return bool(np.isnat(value))
+    return False
+
+
+def _same_object(a: Any, b: Any) -> bool:
+    """Element-wise equality of object arrays: same type and equal value, or both missing."""
+    if a is b or (_missing(a) and _missing(b)):
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return bool(a.hex() == b.hex())
+    try:
+        equal = a == b
+        if isinstance(equal, bool | np.bool_):
+            return bool(equal)
+    except Exception:
+        pass
+    try:
+        return pickle.dumps(a, protocol=5) == pickle.dumps(b, protocol=5)
+    except Exception:
+        return False
+
+
+def _unequal(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return where ``x`` and ``y`` (same shape) differ bit for bit, missing values aside."""
+    if x.dtype != y.dtype:
+        return np.ones(x.shape, dtype=bool)
+    if x.dtype.hasobject:
+        flags = [not _same_object(a, b) for a, b in zip(x.ravel(), y.ravel(), strict=True)]
+        return np.array(flags, dtype=bool).reshape(x.shape)
+    if x.dtype.itemsize == 0:
+        return np.zeros(x.shape, dtype=bool)
+    bytes_x = np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, x.dtype.itemsize)
+    bytes_y = np.ascontiguousarray(y).view(np.uint8).reshape(*y.shape, y.dtype.itemsize)
+    unequal = np.asarray((bytes_x != bytes_y).any(axis=-1))
+    if x.dtype.kind in "fc":
+        unequal &= ~(np.isnan(x) & np.isnan(y))
+    elif x.dtype.kind in "mM":
+        unequal &= ~(np.isnat(x) & np.isnat(y))
+    return unequal
+
+
+def _max_abs_diff(x: np.ndarray, y: np.ndarray) -> float:
+    if x.dtype.kind not in "iufcb" or x.dtype != y.dtype:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        diff = np.abs(x.astype(np.complex128) - y.astype(np.complex128))
+    finite = diff[np.isfinite(diff)]
+    return float(finite.max()) if finite.size else float("nan")
+
+
 def _compare(a: xr.Dataset, b: xr.Dataset, index: int, comparison: str) -> list[Difference]:
     found = []
-    for name in sorted(set(a.data_vars) | set(b.data_vars), key=str):
-        if name not in a or name not in b or a[name].shape != b[name].shape:
+    for name in sorted(set(a.variables) | set(b.variables), key=str):
+        if name not in a.variables or name not in b.variables or a[name].shape != b[name].shape:
             found.append(Difference(index, str(name), comparison, float("inf"), 1.0))
             continue
         x, y = a[name].values, b[name].values
-        if x.dtype.kind in "fc":
-            unequal = ~((x == y) | (np.isnan(x) & np.isnan(y)))
-        else:
-            unequal = np.asarray(x != y)
+        unequal = _unequal(x, y)
         if unequal.any():
-            big = (
-                float(np.max(np.abs(x[unequal] - y[unequal])))
-                if x.dtype.kind in "iufc"
-                else float("nan")
-            )
+            big = _max_abs_diff(x[unequal], y[unequal])
             found.append(Difference(index, str(name), comparison, big, float(unequal.mean())))
     return found
 
 
-_SHARED_WRITES = {
-    Cause.SHARED_ARRAY_WRITE,
-    Cause.SHARED_OBJECT_CHANGED,
-    Cause.MODULE_STATE_CHANGED,
-    Cause.GLOBAL_NUMPY_RANDOM,
-}
+# -- what is watched: the shared context and the modules reachable from simulate --------------
+
+# Packages whose module globals are not watched: the standard library, this package, and the
+# libraries every model uses whose globals are not model state (the global numpy.random state
+# is compared on its own).
+_NOT_WATCHED = frozenset(sys.stdlib_module_names) | {
+    "numpy", "xarray", "pandas", "scipy", "dask", "distributed", "netCDF4",
+    "cftime", "numba", "pytest", "_pytest", "pluggy", "tqdm", "cloudpickle", "matplotlib",
+    "IPython", "ipykernel", "sklearn", "statsmodels", "numexpr", "bottleneck", "h5py",
+    "tornado", "zmq", "psutil", "joblib", "builtins",
+}  # fmt: skip
+# Module globals that are code, not state.
+_CODE = (
+    types.ModuleType, type, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+    types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
+)  # fmt: skip
 
 
-def _explained(findings: Sequence[Finding]) -> set[Cause]:
-    """Return the symptoms that the other findings already explain (so they are not listed).
-
-    A write to something shared makes repeated runs and threaded runs differ; a first run that
-    differs makes every thread's first realization differ.  The differences stay in the report.
-    """
-    causes = {f.cause for f in findings}
-    explained = set()
-    if causes & _SHARED_WRITES:
-        explained |= {Cause.STATE_CARRIED_OVER, Cause.THREADS_DIFFER}
-    if Cause.FIRST_RUN_DIFFERS in causes:
-        explained.add(Cause.THREADS_DIFFER)
-    return explained
+def _top(module: str) -> str:
+    return module.partition(".")[0]
 
 
-def _module_state(simulate: Callable[..., Any]) -> dict[str, Any]:
-    """Return the module globals of ``simulate`` that could hold state (not code, not constants)."""
+def _excluded(module: str) -> bool:
+    """Whether a module's globals are not watched (threadensemble's own, but its examples are)."""
+    if module == "threadensemble" or module.startswith("threadensemble._"):
+        return True
+    return _top(module) in _NOT_WATCHED
+
+
+Namespaces: TypeAlias = "dict[str, dict[str, Any]]"  # module name -> its globals
+
+
+def _function_of(simulate: Callable[..., Any]) -> Any:
     function = inspect.unwrap(getattr(simulate, "__func__", simulate))
-    namespace: Mapping[str, Any] = getattr(function, "__globals__", {})
-    module = namespace.get("__name__", "?")
-    return {
-        f"{module}.{name}": value
-        for name, value in namespace.items()
-        if not name.startswith("__")
-        and not callable(value)
-        and not isinstance(value, types.ModuleType | type | str | bytes | int | float | bool)
-    }
+    return getattr(function, "func", function)  # functools.partial
+
+
+def _simulate_module(simulate: Callable[..., Any]) -> str:
+    function = _function_of(simulate)
+    namespace = getattr(function, "__globals__", None)
+    if isinstance(namespace, dict) and isinstance(namespace.get("__name__"), str):
+        return str(namespace["__name__"])
+    return str(getattr(function, "__module__", None) or type(function).__module__)
+
+
+def _defined_in(obj: Any) -> str | None:
+    """Return the module that defines ``obj`` (a function, a class, or an instance's class)."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    if isinstance(obj, types.FunctionType | type):
+        module = getattr(obj, "__module__", None)
+        return module if isinstance(module, str) else None
+    return type(obj).__module__
+
+
+def _imported(value: Any) -> str | None:
+    """Return the module a module global comes from, when it is a module, function or class."""
+    try:
+        if isinstance(value, types.ModuleType | types.FunctionType | type):
+            return _defined_in(value)
+    except Exception:  # a lazy module proxy, say
+        return None
+    return None
+
+
+def _namespace(module: str, known: Namespaces) -> dict[str, Any] | None:
+    if module in known:
+        return known[module]
+    loaded = sys.modules.get(module)
+    return vars(loaded) if isinstance(loaded, types.ModuleType) else None
+
+
+def _watched_modules(simulate: Callable[..., Any], objects: Iterable[Any]) -> Namespaces:
+    """Return the modules whose globals the check fingerprints (see the module docstring).
+
+    ``objects``: everything reachable from the model.  A function's own globals stand for its
+    module, which may not be imported (code run by ``exec``, a notebook's ``__main__``).
+    """
+    own = _simulate_module(simulate)
+    known: Namespaces = {}
+    function = _function_of(simulate)
+    if isinstance(getattr(function, "__globals__", None), dict):
+        known[own] = function.__globals__
+    found = {own}
+    for obj in objects:
+        if isinstance(obj, types.FunctionType | types.MethodType | type) or not isinstance(
+            obj, _CODE
+        ):
+            obj = getattr(obj, "__func__", obj)
+            module = _defined_in(obj)
+            if module is not None and not _excluded(module):
+                found.add(module)
+                if isinstance(obj, types.FunctionType):
+                    known.setdefault(module, obj.__globals__)
+    packages = {_top(m) for m in found if not _excluded(m)}
+    own_globals = _namespace(own, known) or {}
+    todo = list(found)
+    todo += [m for v in list(own_globals.values()) if (m := _imported(v))]
+    watched: Namespaces = {}
+    while todo:
+        name = todo.pop()
+        namespace = _namespace(name, known)
+        if namespace is None or name in watched or _excluded(name):
+            continue
+        watched[name] = namespace
+        for value in list(namespace.values()):
+            target = _imported(value)
+            if target and target not in watched and _top(target) in packages:
+                todo.append(target)
+    for name in list(watched):  # the packages they are in (a library keeps its rng there)
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if not _excluded(parent) and (namespace := _namespace(parent, known)) is not None:
+                watched.setdefault(parent, namespace)
+    return {m: watched[m] for m in sorted(watched, key=lambda m: (m.count("."), m))}
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _module_roots(modules: Namespaces) -> dict[str, Any]:
+    """Return ``module.name`` -> value for what the module's globals hold that can be state.
+
+    Its variables; the closures, defaults and attributes of its functions (``cache`` of a
+    function made by a factory); the class attributes of the classes it defines (a registry
+    that every instance appends to).
+    """
+    roots: dict[str, Any] = {}
+    for module, namespace in modules.items():
+        for name, value in list(namespace.items()):
+            if _dunder(name):
+                continue
+            if not isinstance(value, _CODE) or (
+                isinstance(value, types.FunctionType)
+                and (value.__closure__ or value.__defaults__ or value.__kwdefaults__ or vars(value))
+            ):
+                roots[f"{module}.{name}"] = value
+            elif isinstance(value, type) and value.__module__ == module:
+                for attribute, member in list(vars(value).items()):
+                    if not _dunder(attribute) and not isinstance(
+                        member, (*_CODE, staticmethod, classmethod, property)
+                    ):
+                        roots[f"{module}.{name}.{attribute}"] = member
+    return roots
 
 
 def _global_numpy_random_state() -> str:
     return hashlib.blake2b(repr(np.random.get_state(legacy=False)).encode()).hexdigest()
 
 
-def _where(exc: BaseException) -> str:
+def _random_module_state() -> str:
+    return hashlib.blake2b(repr(random.getstate()).encode()).hexdigest()
+
+
+def _random_module_users(modules: Namespaces) -> list[str]:
+    """Return where the watched modules refer to the random module's shared generator."""
+    shared = getattr(random, "_inst", None)
+    users = []
+    for module, namespace in modules.items():
+        for name, value in list(namespace.items()):
+            if value is random:
+                users.append(module if name == "random" else f"{module} (import random as {name})")
+            elif shared is not None and getattr(value, "__self__", None) is shared:
+                users.append(f"{module}.{name}")
+    return users
+
+
+def _where(exc: BaseException) -> str | None:
     """Return 'file:line: code' of the innermost frame of ``exc`` outside numpy and this package."""
     package = str(Path(__file__).parent)
     frames = [
@@ -221,55 +466,91 @@ def _where(exc: BaseException) -> str:
         if not f.filename.startswith(package) and f"{Path('numpy')}" not in Path(f.filename).parts
     ]
     if not frames:
-        return f"{type(exc).__name__}: {exc}"
+        return None
     frame = frames[-1]
     return f"{frame.filename}:{frame.lineno}: {(frame.line or '').strip()}"
 
 
+# -- the passes --------------------------------------------------------------------------------
+
+Outcome: TypeAlias = "xr.Dataset | Exception"
+_BARRIER_TIMEOUT_S = 120.0  # the threads only deep-copy the state before they meet
+
+
 class _Checker:
-    """Runs the passes of one check and collects what they find (all in the calling thread)."""
+    """Runs the passes of one check.
+
+    Worker threads only compute and return their outcomes; every finding is recorded by the
+    calling thread (``findings``, ``failed`` and ``differences`` are its alone).
+    """
 
     def __init__(self, config: RunConfig, sample: Sequence[int], n_workers: int) -> None:
         self.config = config
         self.sample = list(sample)
         self.n_workers = n_workers
-        self.findings: list[Finding] = []
+        self.findings: dict[tuple[Cause, str], Finding] = {}
         self.differences: list[Difference] = []
         self.failed: set[int] = set()
         self.cancel = threading.Event()
 
     def note(self, cause: Cause, detail: str) -> None:
-        if all(f.cause is not cause or f.detail != detail for f in self.findings):
-            self.findings.append(Finding(cause, detail))
+        self.findings.setdefault((cause, detail), Finding(cause, detail))
 
-    def run(self, per_thread: PerThreadState | None, index: int) -> xr.Dataset | None:
+    def attempt(self, per_thread: PerThreadState | None, index: int) -> Outcome:
+        """Compute realization ``index`` (in any thread); return its Dataset or its exception."""
         try:
             return realize(self.config, per_thread, self.cancel, index)
-        except ValueError as exc:
-            if "read-only" in str(exc) and self.config.protect_shared:
-                self.note(Cause.SHARED_ARRAY_WRITE, _where(exc))
-            else:
-                self.note(
-                    Cause.SIMULATE_RAISED, f"realization {index}: {type(exc).__name__}: {exc}"
-                )
         except Exception as exc:
-            self.note(Cause.SIMULATE_RAISED, f"realization {index}: {type(exc).__name__}: {exc}")
+            return exc
+
+    def record(self, index: int, outcome: Outcome) -> xr.Dataset | None:
+        """Take an outcome in the calling thread: a Dataset back, or the finding of a failure."""
+        if isinstance(outcome, xr.Dataset):
+            return outcome
+        if (
+            isinstance(outcome, ValueError)
+            and "read-only" in str(outcome)
+            and self.config.protect_shared
+        ):
+            self.note(Cause.SHARED_ARRAY_WRITE, _where(outcome) or f"ValueError: {outcome}")
+        else:
+            where = _where(outcome)
+            self.note(
+                Cause.SIMULATE_RAISED,
+                f"realization {index}: {type(outcome).__name__}: {outcome}"
+                + (f" (at {where})" if where else ""),
+            )
         self.failed.add(index)
         return None
 
-    def _new_state(self) -> PerThreadState | None:
+    def new_state(self) -> PerThreadState | None:
+        """Return this thread's copy of the state (raises what ``copy.deepcopy`` raised)."""
         if self.config.inject is None:
             return None
         per_thread = PerThreadState(self.config.state)
         per_thread.initialize()
         return per_thread
 
+    def note_init_failure(self, threads: Sequence[str], exc: BaseException) -> None:
+        error = worker_init_error(exc)
+        self.note(
+            Cause.WORKER_INIT_FAILED, f"{', '.join(threads)}: {type(error).__name__}: {error}"
+        )
+
     def serial_and_repeats(self) -> dict[int, xr.Dataset]:
-        per_thread = self._new_state()
-        reference = {k: out for k in self.sample if (out := self.run(per_thread, k)) is not None}
+        try:
+            per_thread = self.new_state()
+        except Exception as exc:
+            self.note_init_failure(["the calling thread"], exc)
+            return {}
+        reference = {
+            k: out
+            for k in self.sample
+            if (out := self.record(k, self.attempt(per_thread, k))) is not None
+        }
         unstable, first_run = [], []
         for k in self.sample:
-            runs = [self.run(per_thread, k), self.run(per_thread, k)]
+            runs = [self.record(k, self.attempt(per_thread, k)) for _ in range(2)]
             if k not in reference or runs[0] is None or runs[1] is None:
                 continue
             repeat = _compare(runs[0], runs[1], k, "run twice in a row on the same state")
@@ -283,8 +564,9 @@ class _Checker:
                 self.differences.extend(first)
         if unstable:
             self.note(
-                Cause.STATE_CARRIED_OVER,
-                f"realizations {unstable} gave different results when run again on the same state",
+                Cause.STATE_CARRIED_OVER if self.config.inject is not None else Cause.RUNS_DIFFER,
+                f"realizations {unstable} gave different results when run again"
+                + (" on the same state" if self.config.inject is not None else ""),
             )
         elif first_run:
             self.note(
@@ -295,38 +577,161 @@ class _Checker:
         return reference
 
     def threads(self, reference: Mapping[int, xr.Dataset]) -> None:
-        barrier = threading.Barrier(self.n_workers)
-        outputs: dict[int, xr.Dataset | None] = {}
+        n = self.n_workers
+        barrier = threading.Barrier(n)
+        shares = [self.sample[t::n] for t in range(n)]
+        # Each worker thread writes only its own slot; the calling thread reads them after join.
+        outcomes: list[list[tuple[int, Outcome]]] = [[] for _ in range(n)]
+        init_errors: list[BaseException | None] = [None] * n
+        stopped: list[BaseException | None] = [None] * n
 
-        def worker(share: list[int]) -> None:
-            per_thread = self._new_state()
-            barrier.wait()
-            for k in share:
-                outputs[k] = self.run(per_thread, k)
+        def worker(t: int) -> None:
+            try:
+                per_thread = self.new_state()
+            except BaseException as exc:
+                init_errors[t] = exc
+                barrier.abort()  # the others run their share unsynchronized
+                return
+            with suppress(threading.BrokenBarrierError):  # another thread failed: run anyway
+                barrier.wait(timeout=_BARRIER_TIMEOUT_S)
+            try:
+                for k in shares[t]:
+                    outcomes[t].append((k, self.attempt(per_thread, k)))
+            except BaseException as exc:  # KeyboardInterrupt, SystemExit: recorded, not lost
+                stopped[t] = exc
 
         threads = [
-            threading.Thread(
-                target=worker, args=(self.sample[t :: self.n_workers],), name=f"check-{t}"
-            )
-            for t in range(self.n_workers)
+            threading.Thread(target=worker, args=(t,), name=f"threadensemble-check-{t}")
+            for t in range(n)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        reasons: list[str] = []
+        failed_copies: dict[str, tuple[BaseException, list[int]]] = {}
+        for t in range(n):
+            if (exc := init_errors[t]) is not None:
+                failed_copies.setdefault(f"{type(exc).__name__}: {exc}", (exc, []))[1].append(t)
+                reasons.append(f"{threads[t].name} could not copy the state")
+            if (exc := stopped[t]) is not None:
+                reasons.append(f"{threads[t].name} stopped: {type(exc).__name__}: {exc}")
+        for exc, failed in failed_copies.values():
+            self.note_init_failure([threads[t].name for t in failed], exc)
+        outputs = {k: self.record(k, out) for share in outcomes for k, out in share}
+        if not_run := [k for k in self.sample if k not in outputs]:
+            self.note(
+                Cause.NOT_RUN,
+                f"realizations {not_run} did not run on the check's threads ({'; '.join(reasons)})",
+            )
         differing = []
         for k, ref in reference.items():
             out = outputs.get(k)
-            if out is not None and (
-                diff := _compare(ref, out, k, f"1 worker vs {self.n_workers} threads")
-            ):
+            if out is not None and (diff := _compare(ref, out, k, f"1 worker vs {n} threads")):
                 differing.append(k)
                 self.differences.extend(diff)
         if differing:
             self.note(
                 Cause.THREADS_DIFFER,
-                f"realizations {differing} differ between 1 worker and {self.n_workers} threads",
+                f"realizations {differing} differ between 1 worker and {n} threads",
             )
+
+
+# -- naming what changed -------------------------------------------------------------------------
+
+_SHARED_WRITES = {
+    Cause.SHARED_ARRAY_WRITE,
+    Cause.SHARED_OBJECT_CHANGED,
+    Cause.CLOSURE_CHANGED,
+    Cause.MODULE_STATE_CHANGED,
+    Cause.SHARED_GENERATOR,
+    Cause.LIBRARY_GENERATOR,
+    Cause.GLOBAL_NUMPY_RANDOM,
+    Cause.RANDOM_MODULE,
+}
+
+
+def _explained(causes: set[Cause]) -> set[Cause]:
+    """Return the symptoms that the other findings already explain (so they are not listed).
+
+    A write to something shared makes repeated runs and threaded runs differ; state carried
+    over, or a first run that differs, makes threaded runs differ.  The differences stay in the
+    report.
+    """
+    explained = set()
+    if causes & _SHARED_WRITES:
+        explained |= {
+            Cause.STATE_CARRIED_OVER,
+            Cause.RUNS_DIFFER,
+            Cause.THREADS_DIFFER,
+            Cause.FIRST_RUN_DIFFERS,
+        }
+    if causes & {Cause.FIRST_RUN_DIFFERS, Cause.STATE_CARRIED_OVER, Cause.RUNS_DIFFER}:
+        explained.add(Cause.THREADS_DIFFER)
+    return explained
+
+
+def _join(found: Sequence[str], most: int = 3) -> str:
+    more = f"; and {len(found) - most} more" if len(found) > most else ""
+    return "; ".join(found[:most]) + more
+
+
+def _shared_findings(found: Sequence[str]) -> Iterator[tuple[Cause, str]]:
+    """Classify changes of the shared context (paths under args, kwargs and simulate)."""
+    groups: dict[Cause, list[str]] = {}
+    for change in found:
+        path, _, tokens = change.partition(": ")
+        if is_generator_token(tokens):
+            cause = Cause.SHARED_GENERATOR
+            change = f"{path} changed state: it is drawn from by every thread"
+        elif tokens.startswith("array"):
+            cause = Cause.SHARED_ARRAY_WRITE
+            change = f"{path} was written ({tokens})"
+        elif path.startswith("simulate") and ("<closure" in path or "defaults__" in path):
+            cause = Cause.CLOSURE_CHANGED
+        else:
+            cause = Cause.SHARED_OBJECT_CHANGED
+        groups.setdefault(cause, []).append(change)
+    for cause, changed in groups.items():
+        yield cause, _join(changed)
+
+
+def _under(change: str, root: str) -> bool:
+    """Whether a change (``path: old -> new``) is of ``root`` or of what it reaches."""
+    return change.startswith((f"{root}:", f"{root}.", f"{root}["))
+
+
+def _owner(path: str, modules: Namespaces) -> str:
+    """Return the watched module a ``module.name...`` path starts with (the longest)."""
+    return max((m for m in modules if path.startswith(m + ".")), key=len, default="?")
+
+
+def _module_findings(
+    found: Sequence[str], modules: Namespaces, own_package: str
+) -> Iterator[tuple[Cause, str]]:
+    """Classify changes of module globals: generators (the user's or a library's) or state."""
+    state, shared, library = [], [], []
+    for change in found:
+        path, _, tokens = change.partition(": ")
+        if not is_generator_token(tokens):
+            state.append(change)
+            continue
+        module = _owner(path, modules)
+        namespace = modules.get(module, {})
+        routable = "get_rng" in namespace or _top(module) != own_package
+        if routable:
+            library.append(
+                f"{path} (of module {module}) changed state during the runs: nothing reseeds it "
+                f"per realization; route it with threadensemble.route_rng({module})"
+            )
+        else:
+            shared.append(f"the module-level generator {path} is drawn from by every thread")
+    if state:
+        yield Cause.MODULE_STATE_CHANGED, _join(state)
+    if shared:
+        yield Cause.SHARED_GENERATOR, _join(shared)
+    if library:
+        yield Cause.LIBRARY_GENERATOR, _join(library)
 
 
 def check(
@@ -336,7 +741,8 @@ def check(
     kwargs: Mapping[str, Any] | None = None,
     state: Any = None,
     inject: str | None = None,
-    seed: SeedLike = 0,
+    seed: SeedLike = None,
+    seed_for: Callable[[int], SeedLike] | None = None,
     sample: int = 8,
     n_workers: int = 4,
     warmup: bool | Callable[..., Any] = False,
@@ -347,15 +753,28 @@ def check(
 
     Runs realizations ``0 .. sample-1`` once in order on one copy of the state (the reference),
     twice more each on that copy, and on ``n_workers`` threads started together, comparing the
-    outputs bitwise.  While it runs, the numpy arrays of the shared context are read-only (when
-    ``protect_shared``), and the shared context, the module globals of ``simulate`` and the
-    global ``numpy.random`` state are compared before and after.  The arguments are those of
-    `simulate_ensemble`.
+    outputs bit for bit (NaN and NaT in the same places are equal; object arrays element by
+    element).  While it runs, the numpy arrays of the shared context (``args``, ``kwargs``,
+    ``simulate``'s closure) and of the watched modules are read-only (when ``protect_shared``),
+    and all of them, the module globals of every module reachable from ``simulate`` (within its
+    packages), the global ``numpy.random`` state and the ``random`` module's state are compared
+    before and after.  Each kind of hidden sharing is reported with its own `Cause`, naming
+    where it is (the line of an in-place write; the module and name of a global; the path of an
+    attribute).  The check fails when its threaded pass could not run every realization.
+
+    The walk of the objects visits each object once, at any depth, within a budget (a million
+    objects, 1 GiB of array data hashed); the report says how much it walked and whether the
+    budget was hit.  The caller's objects, array flags included, are as before afterwards.
+    Shared arrays whose memory is an immutable ``bytes`` object (unpickled with protocol <= 4)
+    cannot be made read-only and writeable again; they are left writeable, listed in
+    ``report.unprotected``, and writes to them are still found by the fingerprint.
 
     Parameters
     ----------
-    simulate, args, kwargs, state, inject, seed, warmup, ragged
+    simulate, args, kwargs, state, inject, seed_for, warmup, ragged
         As for `simulate_ensemble`.
+    seed : int, sequence of int or SeedSequence, optional
+        The run seed; default 0 (unless ``seed_for`` is given).
     sample : int, default 8
         How many realizations to run (each is run four times).
     n_workers : int, default 4
@@ -376,48 +795,81 @@ def check(
     ...     return {"x": scale * te.get_rng().standard_normal(3)}
     >>> te.check(simulate, args=(2.0,), sample=4, n_workers=2).ok
     True
+    >>> te.check(simulate, args=(2.0,), seed_for=lambda k: 1000 * k, sample=4, n_workers=2).ok
+    True
     """
+    seed = 0 if seed is None and seed_for is None else seed
     config = make_config(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
-        n_workers=n_workers, seed=seed, seed_for=None, output_dir=None, ragged=ragged,
+        n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,
         warmup=warmup, protect_shared=protect_shared, lazy=False, overwrite=False,
         progress=False, fail_fast=False, retries=0, client=None,
     )  # fmt: skip
     if config.n_workers < 2:
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
-    shared, module = config.shared_roots(), _module_state(simulate)
-    before = fingerprint(shared), fingerprint(module), _global_numpy_random_state()
-    protect = read_only_arrays(shared) if config.protect_shared else nullcontext(0)
-    with protect as protected:
+    shared = {**config.shared_roots(), "simulate": simulate}
+    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects it
+    found = list(reachable(shared, walk))
+    in_state = (obj for _, obj in reachable({"state": config.state}))
+    modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
+    module_roots = _module_roots(modules)
+    found += reachable(module_roots, walk)  # what args also reach is listed under args only
+
+    def snapshot(walk: Walk) -> tuple[dict[str, str], str, str]:
+        roots = {**shared, **_module_roots(modules)}  # read again: globals may be rebound
+        return fingerprint(roots, walk), _global_numpy_random_state(), _random_module_state()
+
+    before = tokens(found, walk), _global_numpy_random_state(), _random_module_state()
+    protect = (
+        read_only_arrays({**shared, **module_roots}, warn=False, found=found)
+        if config.protect_shared
+        else nullcontext(None)
+    )
+    del found
+    walk.seen.clear()
+    with protect as protection:
         if config.warmup:
             warm_up(config)
-            before = fingerprint(shared), fingerprint(module), _global_numpy_random_state()
+            walk = Walk()
+            before = snapshot(walk)
+            walk.seen.clear()
         reference = checker.serial_and_repeats()
         checker.threads(reference)
-    shared_changes = changes(before[0], fingerprint(shared))
-    module_changes = changes(before[1], fingerprint(module))
-    if shared_changes:
-        checker.note(Cause.SHARED_OBJECT_CHANGED, "; ".join(shared_changes[:5]))
-    generators = [c for c in module_changes if ": Generator state" in c]
-    if generators:
-        checker.note(
-            Cause.GLOBAL_NUMPY_RANDOM,
-            "a module-level Generator is shared: " + "; ".join(generators[:3]),
-        )
-    if others := [c for c in module_changes if c not in generators]:
-        checker.note(Cause.MODULE_STATE_CHANGED, "; ".join(others[:3]))
-    if _global_numpy_random_state() != before[2]:
+    after = snapshot(Walk())
+    changed = changes(before[0], after[0])
+    in_shared = [c for c in changed if any(_under(c, root) for root in shared)]
+    for cause, detail in _shared_findings(in_shared):
+        checker.note(cause, detail)
+    own_package = _top(_simulate_module(simulate))
+    in_modules = [c for c in changed if c not in in_shared]
+    for cause, detail in _module_findings(in_modules, modules, own_package):
+        checker.note(cause, detail)
+    if after[1] != before[1]:
         checker.note(
             Cause.GLOBAL_NUMPY_RANDOM, "the global numpy.random state changed during the runs"
         )
+    if after[2] != before[2]:
+        users = _random_module_users(modules)
+        checker.note(
+            Cause.RANDOM_MODULE,
+            "random.getstate() changed during the runs"
+            + (f"; the random module is used in {_join(users)}" if users else ""),
+        )
     order = list(Cause)
-    findings = [f for f in checker.findings if f.cause not in _explained(checker.findings)]
+    explained = _explained({cause for cause, _ in checker.findings})
+    findings = [f for f in checker.findings.values() if f.cause not in explained]
+    done: Protection | None = protection
     return CheckReport(
         simulate=getattr(simulate, "__qualname__", repr(simulate)),
         sample=tuple(checker.sample),
         n_workers=config.n_workers,
-        protected_arrays=int(protected or 0),
+        protected_arrays=0 if done is None else len(done.arrays),
         findings=tuple(sorted(findings, key=lambda f: order.index(f.cause))),
         differences=tuple(checker.differences),
+        walked_objects=walk.objects,
+        walked_bytes=walk.bytes,
+        budget_hit=walk.budget_hit or (done is not None and done.walk.budget_hit),
+        unprotected=() if done is None else tuple(done.unprotected),
+        watched_modules=tuple(modules),
     )

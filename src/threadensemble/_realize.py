@@ -13,6 +13,7 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, TypeVar
 
+import numpy as np
 import xarray as xr
 
 from ._config import RunConfig
@@ -40,7 +41,9 @@ def realize(
     if cancel.is_set():
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
-    with realization_streams(config.seeds[index]), realization_context(index, cancel):
+    seed = config.seeds[index]  # a fresh copy: get_rng().spawn() counts children on its sequence
+    fresh = np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
+    with realization_streams(fresh), realization_context(index, cancel):
         output = config.simulate(*config.args, **kwargs)
     return to_dataset(output).assign_attrs(config.file_attrs(index))
 
