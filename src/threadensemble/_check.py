@@ -35,7 +35,7 @@ from ._config import RunConfig, make_config
 from ._realize import realize, warm_up
 from ._rng import SeedLike
 from ._shared import changes, fingerprint, read_only_arrays
-from ._state import PerThreadState
+from ._state import PerThreadState, StateFootprint
 
 __all__ = ["Cause", "CheckReport", "Difference", "Finding", "ThreadSafetyError", "check"]
 
@@ -111,6 +111,7 @@ class CheckReport:
     protected_arrays: int
     findings: tuple[Finding, ...]
     differences: tuple[Difference, ...]
+    state: StateFootprint | None = None  # what each thread's copy of the state costs
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,8 @@ class CheckReport:
             f"  realizations {self.sample[0]}-{self.sample[-1]}, {self.n_workers} threads started"
             f" together, {self.protected_arrays} shared arrays made read-only",
         ]
+        if self.state is not None:
+            lines.append(f"  state: {self.state}")
         for finding in self.findings:
             lines.append(f"  [{finding.cause.value}] {finding.detail}")
             lines.append(f"      -> {finding.advice}")
@@ -260,7 +263,7 @@ class _Checker:
     def _new_state(self) -> PerThreadState | None:
         if self.config.inject is None:
             return None
-        per_thread = PerThreadState(self.config.state)
+        per_thread = PerThreadState(self.config.state, share=self.config.share_state)
         per_thread.initialize()
         return per_thread
 
@@ -342,6 +345,8 @@ def check(
     warmup: bool | Callable[..., Any] = False,
     ragged: Sequence[str] = (),
     protect_shared: bool = True,
+    share_state: bool = False,
+    private_state: Sequence[str] = (),
 ) -> CheckReport:
     """Check that ``simulate`` gives the same realizations on threads as on one worker.
 
@@ -354,7 +359,7 @@ def check(
 
     Parameters
     ----------
-    simulate, args, kwargs, state, inject, seed, warmup, ragged
+    simulate, args, kwargs, state, inject, seed, warmup, ragged, share_state, private_state
         As for `simulate_ensemble`.
     sample : int, default 8
         How many realizations to run (each is run four times).
@@ -381,7 +386,8 @@ def check(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=None, output_dir=None, ragged=ragged,
         warmup=warmup, protect_shared=protect_shared, lazy=False, overwrite=False,
-        progress=False, fail_fast=False, retries=0, client=None,
+        progress=False, fail_fast=False, retries=0, client=None, share_state=share_state,
+        private_state=private_state,
     )  # fmt: skip
     if config.n_workers < 2:
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
@@ -420,4 +426,7 @@ def check(
         protected_arrays=int(protected or 0),
         findings=tuple(sorted(findings, key=lambda f: order.index(f.cause))),
         differences=tuple(checker.differences),
+        state=None
+        if config.inject is None
+        else PerThreadState(config.state, share=config.share_state).footprint(),
     )

@@ -41,7 +41,12 @@ def realize(
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
     with realization_streams(config.seeds[index]), realization_context(index, cancel):
-        output = config.simulate(*config.args, **kwargs)
+        try:
+            output = config.simulate(*config.args, **kwargs)
+        except ValueError as exc:
+            if per_thread is not None and (named := per_thread.shared_write_error(exc)):
+                raise named from exc
+            raise
     return to_dataset(output).assign_attrs(config.file_attrs(index))
 
 
