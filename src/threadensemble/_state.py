@@ -272,11 +272,13 @@ class PerThreadState:
     def _named_in(self, local_vars: dict[str, Any], line: str) -> list[str]:
         """Return the paths of the shared arrays reachable from ``local_vars`` named on ``line``.
 
-        The nearest ones win; among those, the ones with the longest end of their path on the
-        line (``stations[2].T_fitted`` rather than ``stations[0].T_fitted``).
+        The nearest ones win; among those, the ones with the longest end of their path in the
+        line's write target (left of ``=``, after ``out=``), then in the whole line
+        (``stations[2].T_fitted`` rather than ``stations[0].T_fitted``).
         """
         names = set(re.findall(r"[A-Za-z_]\w*", line))
-        found: dict[str, tuple[int, int]] = {}
+        target = _write_target(line)
+        found: dict[str, tuple[int, int, int]] = {}
         seen: set[int] = set()
         level = [(name, value) for name, value in local_vars.items()]
         for depth in range(_SEARCH_DEPTH + 1):
@@ -288,7 +290,8 @@ class PerThreadState:
                 if isinstance(obj, np.ndarray):
                     path = self._shared_path(obj)
                     if path is not None and label in names:
-                        found.setdefault(path, (depth, -_on_line(path, line)))
+                        rank = (depth, -_on_line(path, target), -_on_line(path, line))
+                        found.setdefault(path, rank)
                     continue
                 for suffix, child in children(obj):
                     following.append((suffix.strip(".[]'\""), child))
@@ -304,6 +307,14 @@ class PerThreadState:
             if id(candidate) in self._shared:
                 return self._shared[id(candidate)][0]
         return None
+
+
+def _write_target(line: str) -> str:
+    """Return the part of ``line`` (spaces removed) that names what it writes, if it can tell."""
+    if "out=" in line:
+        return line.split("out=", 1)[1]
+    assignment = re.match(r"([^=<>!]*?)(?:\*\*|//|<<|>>|[-+*/%&|^@])?=(?!=)", line)
+    return assignment.group(1) if assignment else line
 
 
 def _on_line(path: str, line: str) -> int:
