@@ -113,9 +113,13 @@ def test_shared_copies_refer_to_the_large_arrays_and_copy_everything_else() -> N
         t.start()
     for t in threads:
         t.join()
-    assert all(
-        c.params is master.params and c.table["big"] is master.table["big"] for c in copies.values()
-    )
+    for mine in copies.values():  # the data is shared; the array objects are each thread's own
+        assert mine.params.base is master.params and mine.params is not master.params
+        assert mine.table["big"].base is master.table["big"]
+        with pytest.raises(ValueError, match="cannot set WRITEABLE flag"):
+            mine.params.flags.writeable = True
+    copies[0].params.shape = (100, 200)  # metadata of one thread's view only
+    assert master.params.shape == copies[1].params.shape == (20_000,)
     for i, mine in copies.items():
         assert mine is not master and mine.table is not master.table
         assert mine.sim is not None and mine.sim[0] == i and mine.small[0] == i
@@ -149,7 +153,7 @@ def test_a_write_error_names_the_shared_array_and_its_views() -> None:
     per_thread = PerThreadState(master, share=())
     per_thread.initialize()
     mine = per_thread.get()
-    assert mine["view"].base is mine["base"]  # shared as they are: still a view of its base
+    assert np.shares_memory(mine["view"], mine["base"])  # both views of the master's base
     assert per_thread.footprint().shared_bytes == base.nbytes + 80_000  # the view counted once
 
     def write_view(state: Any) -> None:
@@ -187,3 +191,18 @@ def test_other_value_errors_are_left_as_they_are() -> None:
         PerThreadState(master, share=()).shared_write_error(_raised(write_own, read_only)) is None
     )
     assert PerThreadState(master).shared_write_error(_raised(write_own, read_only)) is None
+
+
+def test_array_subclasses_and_object_arrays_are_copied_not_shared() -> None:
+    master = {
+        "masked": np.ma.masked_array(np.zeros(20_000), mask=False),  # its mask is a second array
+        "objects": np.array([[1.0]] * 20_000, dtype=object),
+        "plain": np.zeros(20_000),
+    }
+    per_thread = PerThreadState(master, share=())
+    per_thread.initialize()
+    mine = per_thread.get()
+    mine["masked"][3] = np.ma.masked
+    assert not master["masked"].mask.any() and master["masked"].flags.writeable
+    assert master["objects"].flags.writeable and mine["objects"][0] is not master["objects"][0]
+    assert per_thread.footprint().shared_arrays == 1

@@ -6,11 +6,14 @@ initializer of ours runs on (dask workers) make their copy on first use instead 
 Each copy belongs to exactly one thread for the whole run, so reading and mutating it needs no
 lock.  The master is only ever read (by ``copy.deepcopy``, possibly from several threads at once).
 
-With ``share_state=True`` the large numpy arrays of the master (`SHARE_MIN_NBYTES` and more, no
-Python objects inside, path not in ``private_state``) are made read-only once, and every copy
-refers to them instead of copying them: the deep copy starts from a ``memo`` that maps each of
-them to itself.  Everything around them (objects, dicts, lists, small arrays) is still copied,
-so rebinding an attribute on a thread's copy changes that copy only.  An in-place write into a
+With ``share_state=True`` the large numpy arrays of the master (plain ``ndarray``,
+`SHARE_MIN_NBYTES` and more, no Python objects inside, path not in ``private_state``) are made
+read-only once, and every copy refers to their data instead of copying it: the deep copy starts
+from a ``memo`` that maps each of them to a new view of it.  The view is the thread's own array
+object (its shape, dtype and flags are its own: ``a.shape = ...`` changes one thread's view),
+and it can never be made writeable, its base being read-only.  Everything around the arrays
+(objects, dicts, lists, small arrays) is still copied, so rebinding an attribute on a thread's
+copy changes that copy only.  An in-place write into a
 shared array raises where it happens (numpy refuses to write a read-only array), so it can never
 reach another thread; `PerThreadState.shared_write_error` turns that error into one that names
 the array's path in the state and says how to keep it private.  The master is the run's own deep
@@ -105,7 +108,7 @@ def _shareable(master: Any, private: Collection[str]) -> dict[int, tuple[str, np
     return {
         id(obj): (path, obj)
         for path, obj in reachable({_ROOT: master})
-        if isinstance(obj, np.ndarray)
+        if type(obj) is np.ndarray  # a subclass may hold more (a mask) than its data
         and obj.nbytes >= SHARE_MIN_NBYTES
         and not obj.dtype.hasobject  # the objects inside would be shared, and mutable
         and not (keep is not None and keep.fullmatch(path))
@@ -185,9 +188,17 @@ class PerThreadState:
         for _, array in self._shared.values():
             array.flags.writeable = False
 
+    def _views(self) -> dict[int, tuple[str, np.ndarray]]:
+        """Return master array id -> (path, a new view of it) for every shared array."""
+        return {key: (path, array.view()) for key, (path, array) in self._shared.items()}
+
     def _copy(self) -> Any:
-        memo: dict[int, Any] = {key: array for key, (_, array) in self._shared.items()}
-        return copy.deepcopy(self._master, memo)
+        """Deep-copy the master for the calling thread; remember which views it shares."""
+        views = self._views()
+        copied = copy.deepcopy(self._master, {key: view for key, (_, view) in views.items()})
+        # This thread's view id -> (path, view): the views are kept, so the ids stay theirs.
+        self._local.views = {id(view): (path, view) for path, view in views.values()}
+        return copied
 
     def initialize(self) -> None:
         """Deep-copy the master into the calling thread's storage (a pool initializer)."""
@@ -220,7 +231,7 @@ class PerThreadState:
 
     def footprint(self) -> StateFootprint:
         """Make one throwaway copy and measure what it copied and what it shared."""
-        memo: dict[int, Any] = {key: array for key, (_, array) in self._shared.items()}
+        memo: dict[int, Any] = {key: view for key, (_, view) in self._views().items()}
         copy.deepcopy(self._master, memo)
         copied = sum(
             sys.getsizeof(obj)  # an array that owns its data counts its data
@@ -303,9 +314,11 @@ class PerThreadState:
 
     def _shared_path(self, array: np.ndarray) -> str | None:
         """Return the path of ``array``, or of the shared array it is a view of, if shared."""
+        views: dict[int, tuple[str, np.ndarray]] = getattr(self._local, "views", {})
         for candidate in (array, *_bases(array)):
-            if id(candidate) in self._shared:
-                return self._shared[id(candidate)][0]
+            for known in (views, self._shared):
+                if id(candidate) in known:
+                    return known[id(candidate)][0]
         return None
 
 
