@@ -187,10 +187,9 @@ def test_other_value_errors_are_left_as_they_are() -> None:
     def write_own(array: np.ndarray) -> None:
         array[0] = 1
 
-    assert (
-        PerThreadState(master, share=()).shared_write_error(_raised(write_own, read_only)) is None
-    )
-    assert PerThreadState(master).shared_write_error(_raised(write_own, read_only)) is None
+    without_sharing = _raised(write_own, read_only)
+    assert PerThreadState(master).shared_write_error(without_sharing) is None
+    assert not hasattr(unrelated, "__notes__") and not hasattr(without_sharing, "__notes__")
 
 
 def test_array_subclasses_and_object_arrays_are_copied_not_shared() -> None:
@@ -206,3 +205,16 @@ def test_array_subclasses_and_object_arrays_are_copied_not_shared() -> None:
     assert not master["masked"].mask.any() and master["masked"].flags.writeable
     assert master["objects"].flags.writeable and mine["objects"][0] is not master["objects"][0]
     assert per_thread.footprint().shared_arrays == 1
+
+
+def test_a_write_error_it_cannot_place_gets_a_note() -> None:
+    per_thread = PerThreadState(Fitted(), share=())
+    read_only = np.zeros(3)
+    read_only.flags.writeable = False
+
+    def write_elsewhere(array: np.ndarray) -> None:
+        array[0] = 1
+
+    error = _raised(write_elsewhere, read_only)
+    assert per_thread.shared_write_error(error) is None
+    assert "keep it private with private_state=" in error.__notes__[0]

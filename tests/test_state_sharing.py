@@ -218,3 +218,13 @@ def test_dask_workers_share_too_with_the_same_numbers(client: Any) -> None:
         run(state, rare_writer, share_state=True, n_workers=None, client=client)
     assert isinstance(info.value.failures[5], te.SharedStateWriteError)
     assert "state.stations[3].fitted" in str(info.value.failures[5])
+
+
+def test_check_with_sharing_names_a_write_into_a_shared_array() -> None:
+    report = te.check(rare_writer, state=MultiSite(), inject="vgs", sample=6, share_state=True)
+    assert not report.ok
+    assert report.causes == {te.Cause.SIMULATE_RAISED}
+    assert (
+        "realization 5: SharedStateWriteError: simulate wrote into state.stations[3].fitted,"
+        in str(report)
+    )

@@ -253,18 +253,22 @@ class PerThreadState:
 
         numpy's message (``assignment destination is read-only``) does not say which array it
         refused; the arrays are found in the locals of the frames the error passed through,
-        by the names on the failing line.
+        by the names on the failing line.  When none is found there, ``exc`` gets a note instead.
         """
         if not self._shared or "read-only" not in str(exc):
             return None
         paths = self._written(exc)
         if not paths:
+            exc.add_note(
+                "share_state=True makes the state's arrays of 64 KiB and more read-only: if this "
+                "array is one of them, keep it private with private_state=['state.<its path>']"
+            )
             return None
         hint = re.sub(r"\[\d+\]", "[*]", paths[0])
         what = paths[0] if len(paths) == 1 else "one of " + ", ".join(paths[:5])
         return SharedStateWriteError(
             f"simulate wrote into {what}, an array of the state that the worker threads share "
-            f"(share_state=True), so numpy refused the write ({exc}); nothing was changed.  "
+            "(share_state=True), so the write was refused and nothing was changed.  "
             f"Keep it private to each thread with private_state=[{hint!r}]"
         )
 
