@@ -86,7 +86,8 @@ def simulate_ensemble(
     kwargs : mapping, optional
         Shared read-only keyword arguments.
     state : object, optional
-        Mutable state; each worker thread gets its own ``copy.deepcopy`` of it.
+        Mutable state; each worker thread gets its own ``copy.deepcopy`` of it (sharing its
+        large arrays with ``share_state``).
     inject : str, optional
         Keyword under which ``simulate`` receives its thread's copy of ``state``.  Required
         with ``state``.
