@@ -8,7 +8,13 @@ streams; results come back as one `xarray.Dataset` or one NetCDF file per realiz
 from ._check import Cause, CheckReport, Difference, Finding, ThreadSafetyError, check
 from ._context import cancelled, current_realization
 from ._engine import simulate_ensemble
-from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
+from ._errors import (
+    EnsembleError,
+    InconsistentRealizationError,
+    OutputDirError,
+    SharedStateWriteError,
+    WorkerInitError,
+)
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
 from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
@@ -29,6 +35,7 @@ __all__ = [
     "ModelSpec",
     "OutputDirError",
     "RuntimeInfo",
+    "SharedStateWriteError",
     "ThreadLocalGenerator",
     "ThreadSafetyError",
     "WorkerInitError",

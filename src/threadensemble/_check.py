@@ -54,7 +54,7 @@ from ._shared import (
     tokens,
     unprotected_message,
 )
-from ._state import PerThreadState, worker_init_error
+from ._state import PerThreadState, StateFootprint, worker_init_error
 
 __all__ = ["Cause", "CheckReport", "Difference", "Finding", "ThreadSafetyError", "check"]
 
@@ -166,6 +166,7 @@ class CheckReport:
     budget_hit: bool = False
     unprotected: tuple[str, ...] = ()
     watched_modules: tuple[str, ...] = ()
+    state: StateFootprint | None = None  # what each thread's copy of the state costs
 
     @property
     def ok(self) -> bool:
@@ -198,6 +199,8 @@ class CheckReport:
             )
         if self.unprotected:
             lines.append(f"  {unprotected_message(self.unprotected)}")
+        if self.state is not None:
+            lines.append(f"  state: {self.state}")
         for finding in self.findings:
             lines.append(f"  [{finding.cause.value}] {finding.detail}")
             lines.append(f"      -> {finding.advice}")
@@ -527,7 +530,7 @@ class _Checker:
         """Return this thread's copy of the state (raises what ``copy.deepcopy`` raised)."""
         if self.config.inject is None:
             return None
-        per_thread = PerThreadState(self.config.state)
+        per_thread = PerThreadState(self.config.state, share=self.config.share_state)
         per_thread.initialize()
         return per_thread
 
@@ -748,6 +751,8 @@ def check(
     warmup: bool | Callable[..., Any] = False,
     ragged: Sequence[str] = (),
     protect_shared: bool = True,
+    share_state: bool = False,
+    private_state: Sequence[str] = (),
 ) -> CheckReport:
     """Check that ``simulate`` gives the same realizations on threads as on one worker.
 
@@ -771,7 +776,7 @@ def check(
 
     Parameters
     ----------
-    simulate, args, kwargs, state, inject, seed_for, warmup, ragged
+    simulate, args, kwargs, state, inject, seed_for, warmup, ragged, share_state, private_state
         As for `simulate_ensemble`.
     seed : int, sequence of int or SeedSequence, optional
         The run seed; default 0 (unless ``seed_for`` is given).
@@ -803,7 +808,8 @@ def check(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,
         warmup=warmup, protect_shared=protect_shared, lazy=False, overwrite=False,
-        progress=False, fail_fast=False, retries=0, client=None,
+        progress=False, fail_fast=False, retries=0, client=None, share_state=share_state,
+        private_state=private_state,
     )  # fmt: skip
     if config.n_workers < 2:
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
@@ -872,4 +878,7 @@ def check(
         budget_hit=walk.budget_hit or (done is not None and done.walk.budget_hit),
         unprotected=() if done is None else tuple(done.unprotected),
         watched_modules=tuple(modules),
+        state=None
+        if config.inject is None
+        else PerThreadState(config.state, share=config.share_state).footprint(),
     )

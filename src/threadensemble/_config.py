@@ -22,7 +22,7 @@ from ._picklable import check_picklable
 from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
-from ._state import copy_state
+from ._state import copy_state, private_patterns
 from ._store import read_manifest
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class RunConfig:
     identity: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     run_attrs: dict[str, Any] = field(default_factory=dict)
+    share_state: tuple[str, ...] | None = None  # the private_state patterns; None: no sharing
 
     def shared_roots(self) -> dict[str, Any]:
         """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
@@ -166,6 +167,8 @@ def make_config(
     fail_fast: bool,
     retries: int,
     client: Client | None,
+    share_state: bool = False,
+    private_state: Sequence[str] = (),
 ) -> RunConfig:
     """Validate the arguments of `simulate_ensemble` and return the run configuration."""
     if not callable(simulate):
@@ -184,6 +187,9 @@ def make_config(
             )
         _check_inject(simulate, inject, kw)
         state = copy_state(state)
+    sharing = private_patterns(share_state, private_state)
+    if sharing is not None and inject is None:
+        raise ValueError("share_state=True was given without state: there is nothing to share")
     if not isinstance(warmup, bool) and not callable(warmup):
         raise TypeError(f"warmup must be True, False or a callable like simulate, got {warmup!r}")
     if seed is not None and seed_for is not None:
@@ -258,4 +264,5 @@ def make_config(
         identity=identity,
         digest=digest,
         run_attrs=run_attrs,
+        share_state=sharing,
     )

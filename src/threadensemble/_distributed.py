@@ -66,7 +66,9 @@ class _RunPlugin(WorkerPlugin):
         self.name = name
         self.cancel = threading.Event()
         self.per_thread = (
-            PerThreadState(config.state, lazy=True) if config.inject is not None else None
+            PerThreadState(config.state, lazy=True, share=config.share_state)
+            if config.inject is not None
+            else None
         )
 
     def __reduce__(self) -> tuple[type[_RunPlugin], tuple[RunConfig, str]]:

@@ -63,6 +63,8 @@ def simulate_ensemble(
     fail_fast: bool = False,
     retries: int = 0,
     client: Client | None = None,
+    share_state: bool = False,
+    private_state: Sequence[str] = (),
 ) -> xr.Dataset:
     """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
 
@@ -84,7 +86,8 @@ def simulate_ensemble(
     kwargs : mapping, optional
         Shared read-only keyword arguments.
     state : object, optional
-        Mutable state; each worker thread gets its own ``copy.deepcopy`` of it.
+        Mutable state; each worker thread gets its own ``copy.deepcopy`` of it (sharing its
+        large arrays with ``share_state``).
     inject : str, optional
         Keyword under which ``simulate`` receives its thread's copy of ``state``.  Required
         with ``state``.
@@ -135,6 +138,18 @@ def simulate_ensemble(
         threads.  ``output_dir`` must be on a filesystem shared by the workers and this process,
         at the same path: workers write the files, this process commits and records them.
         ``n_workers`` must not be given: the cluster's threads are the workers.
+    share_state : bool, default False
+        Let the threads' copies of ``state`` share its large numpy arrays (64 KiB and more,
+        without Python objects inside) instead of copying them: for a fitted model whose
+        ``simulate`` only reads its fitted arrays, each thread then copies only the objects
+        around them and the small arrays.  The shared arrays are read-only for the run (in
+        the run's own copy: ``state`` is not touched), so a write into one raises
+        `SharedStateWriteError`, naming its path, where it happens; it never reaches another
+        thread.  Rebinding an attribute (``self.sim = ...``) works as without sharing.
+        Results are bitwise identical.  `check` reports how much each thread copies.
+    private_state : sequence of str, optional
+        With ``share_state``, arrays to copy per thread all the same, by path as errors print
+        it; ``*`` stands for any characters: ``["state.stations[*].buffer"]``, ``["*.buffer"]``.
 
     Returns
     -------
@@ -184,6 +199,8 @@ def simulate_ensemble(
         fail_fast=fail_fast,
         retries=retries,
         client=client,
+        share_state=share_state,
+        private_state=private_state,
     )
     store = None
     if config.output_dir is not None:

@@ -7,7 +7,13 @@ from collections.abc import Mapping
 
 _MAX_TRACEBACKS = 3  # tracebacks shown as notes; a systematic bug would repeat the same one
 
-__all__ = ["EnsembleError", "InconsistentRealizationError", "OutputDirError", "WorkerInitError"]
+__all__ = [
+    "EnsembleError",
+    "InconsistentRealizationError",
+    "OutputDirError",
+    "SharedStateWriteError",
+    "WorkerInitError",
+]
 
 
 class EnsembleError(RuntimeError):
@@ -50,3 +56,10 @@ class OutputDirError(ValueError):
 
 class WorkerInitError(RuntimeError):
     """A worker thread could not make its copy of the state."""
+
+
+class SharedStateWriteError(ValueError):
+    """``simulate`` wrote into an array of the state that the threads share (``share_state``).
+
+    The write was refused (the array is read-only), so no other thread saw it.
+    """

@@ -44,7 +44,12 @@ def realize(
     seed = config.seeds[index]  # a fresh copy: get_rng().spawn() counts children on its sequence
     fresh = np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
     with realization_streams(fresh), realization_context(index, cancel):
-        output = config.simulate(*config.args, **kwargs)
+        try:
+            output = config.simulate(*config.args, **kwargs)
+        except ValueError as exc:
+            if per_thread is not None and (named := per_thread.shared_write_error(exc)):
+                raise named from exc
+            raise
     return to_dataset(output).assign_attrs(config.file_attrs(index))
 
 

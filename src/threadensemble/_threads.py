@@ -28,7 +28,11 @@ class ThreadBackend:
     def __init__(self, config: RunConfig, n_threads: int) -> None:
         self.config = config
         self.cancel = threading.Event()
-        self.per_thread = PerThreadState(config.state) if config.inject is not None else None
+        self.per_thread = (
+            PerThreadState(config.state, share=config.share_state)
+            if config.inject is not None
+            else None
+        )
         self.pool = ThreadPoolExecutor(
             max_workers=n_threads,
             thread_name_prefix="threadensemble",
