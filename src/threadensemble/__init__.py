@@ -8,7 +8,14 @@ streams; results come back as one `xarray.Dataset` or one NetCDF file per realiz
 from ._check import Cause, CheckReport, Difference, Finding, ThreadSafetyError, check
 from ._context import cancelled, current_realization
 from ._engine import simulate_ensemble
-from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
+from ._errors import (
+    EnsembleError,
+    InconsistentRealizationError,
+    OutputDirError,
+    OutputWriteError,
+    UnstorableOutputError,
+    WorkerInitError,
+)
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
 from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
@@ -27,9 +34,11 @@ __all__ = [
     "InconsistentRealizationError",
     "ModelSpec",
     "OutputDirError",
+    "OutputWriteError",
     "RuntimeInfo",
     "ThreadLocalGenerator",
     "ThreadSafetyError",
+    "UnstorableOutputError",
     "WorkerInitError",
     "__version__",
     "cancelled",

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 
 _MAX_TRACEBACKS = 3  # tracebacks shown as notes; a systematic bug would repeat the same one
 
-__all__ = ["EnsembleError", "InconsistentRealizationError", "OutputDirError", "WorkerInitError"]
+__all__ = [
+    "EnsembleError",
+    "InconsistentRealizationError",
+    "OutputDirError",
+    "OutputWriteError",
+    "UnstorableOutputError",
+    "WorkerInitError",
+]
 
 
 class EnsembleError(RuntimeError):
@@ -50,3 +57,11 @@ class OutputDirError(ValueError):
 
 class WorkerInitError(RuntimeError):
     """A worker thread could not make its copy of the state."""
+
+
+class UnstorableOutputError(ValueError):
+    """A realization holds something a netCDF file cannot store (the message names it)."""
+
+
+class OutputWriteError(OSError):
+    """A realization file or the manifest could not be written (a full disk, say)."""
