@@ -104,21 +104,29 @@ def write_temporary(ds: xr.Dataset, path: Path) -> Path:
             ready.to_netcdf(tmp, engine="netcdf4")
         _fsync(tmp)
     except Exception as exc:
+        error = write_error(path, exc, ready.nbytes)  # free space, with the partial file there
         tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from exc
+        raise error from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
 
 
-def write_error(path: Path, cause: BaseException) -> OutputWriteError:
-    """Return the error that stops a run which could not write ``path`` (a full disk, say)."""
+def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError:
+    """Return the error that stops a run which could not write ``size`` bytes to ``path``.
+
+    netCDF-C reports a full disk as "NetCDF: HDF error": the message says how much room
+    the file system had left.
+    """
     try:
-        free = f"; {shutil.disk_usage(path.parent).free} bytes free on its file system"
+        free = f"{shutil.disk_usage(path.parent).free} bytes free"
     except OSError:
-        free = ""
-    return OutputWriteError(f"could not write {str(path)!r}: {type(cause).__name__}: {cause}{free}")
+        free = "free space unknown"
+    return OutputWriteError(
+        f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
+        f"{type(cause).__name__}: {cause}"
+    )
 
 
 def commit_temporary(tmp: Path, path: Path) -> None:

@@ -70,12 +70,14 @@ def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    text = json.dumps(data, indent=1) + "\n"
     try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except Exception as exc:
+        error = write_error(path, exc, len(text))
         tmp.unlink(missing_ok=True)
-        raise write_error(path, exc) from exc
+        raise error from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -160,17 +162,20 @@ class EnsembleStore:
         listed = set(manifest.get("completed", ())) if manifest is not None else set()
         n = int(self.config["n_realizations"])
         attrs = {k: _attrs_or_none(p) for k, p in realization_files(self.output_dir).items()}
+        # Ours: it says so, or it is unreadable (cut short by a crash, say) and the manifest
+        # lists it.  A readable file without our attributes is someone else's, listed or not.
         ours = {
             k
             for k, a in attrs.items()
-            if k in listed or (a is not None and a.get(ATTR_PREFIX + "realization") == k)
+            if (a is None and k in listed)
+            or (a is not None and a.get(ATTR_PREFIX + "realization") == k)
         }
         if foreign := [k for k in attrs if k < n and k not in ours]:
             path = realization_files(self.output_dir)[foreign[0]]
             raise OutputDirError(
-                f"{str(path)!r} is not a threadensemble realization file (it has none of its "
-                f"attributes and {MANIFEST_NAME} does not list it), and this run would replace "
-                "it; move it away, or use another directory"
+                f"{str(path)!r} is not a threadensemble realization file (it lacks the "
+                f"library's attributes), and this run would replace it; move it away, or use "
+                "another directory"
             )
         for path in self.output_dir.iterdir():
             # Holding the lock, every temporary file of ours is a dead run's, never complete.
