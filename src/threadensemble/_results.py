@@ -257,8 +257,10 @@ def _stack(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset 
     for name in names:
         var = first.variables[name]
         others = [ds.variables[name] for ds in datasets[1:]]
-        if any(other.attrs != var.attrs for other in others):
-            return None
+        for other in others:  # (attributes may be arrays: lists read back from files are)
+            common = _common_attrs([var.attrs, other.attrs])
+            if common is None or common.keys() != var.attrs.keys():
+                return None
         if name in first.coords and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
             return None
     longest = {str(d): max(ds.sizes[d] for ds in datasets) for d in ragged if d in first.dims}
