@@ -149,9 +149,22 @@ def simulate_ensemble(
     TypeError, ValueError, OutputDirError
         Bad arguments (an unpicklable model with ``client``, say), before any thread starts or
         any file is touched.
+    OutputDirError
+        Also: another run is writing into ``output_dir`` (the message names its pid and host),
+        or a realization file there that this run would replace is not threadensemble's;
+        raised before anything is computed or removed.
     EnsembleError
         Some realizations failed; it lists each with its exception and traceback.  All the
-        others were completed (and written, with ``output_dir``).
+        others were completed (and written, with ``output_dir``).  A realization whose
+        layout (variables, dims, shapes, dtypes, coordinate values) differs from the first
+        accepted one, recorded in the manifest, is a failed realization.
+    UnstorableOutputError
+        With ``output_dir``: a realization holds what a netCDF4 file cannot (complex or
+        float16 data, a None attribute, a name with ``/``, ...); the run stops before that
+        realization is written.
+    OutputWriteError
+        With ``output_dir``: a file could not be written (a full disk); the run stops, the
+        files already written stay complete, and re-running the call resumes.
     WorkerInitError
         A worker thread could not copy ``state``.
 

@@ -3,8 +3,12 @@
 The files are the record of what is done: a realization file exists under its final name only
 once it is complete (see `write_atomic`) and carries the digest of the run configuration that
 produced it.  The manifest (``threadensemble.json``) holds that configuration, so that a re-run
-with another configuration is refused, and a summary of completed and failed realizations for
-people and tools, refreshed at most once a second and at the end of every run.
+with another configuration is refused; the layout of the first accepted realization, which
+every realization of every run into the directory must match (so that the directory can always
+be opened); and a summary of completed and failed realizations for people and tools, refreshed
+at most once a second and at the end of every run.  One run at a time holds the directory
+(`threadensemble._lock`); it removes only files of the library's own (temporaries of its exact
+name pattern, realization files carrying its attributes).
 """
 
 from __future__ import annotations
