@@ -18,6 +18,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -26,6 +27,7 @@ from ._errors import OutputDirError
 __all__ = ["LOCK_NAME", "DirectoryLock"]
 
 LOCK_NAME = ".threadensemble.lock"
+_HOLDER_WAIT = 2.0  # seconds a refused run waits for the holder to write its pid and host
 
 
 def _try_lock(file: IO[str]) -> bool:
@@ -63,8 +65,7 @@ class DirectoryLock:
         while True:
             file = open(self.path, "a+")  # noqa: SIM115 (kept open while the lock is held)
             if not _try_lock(file):
-                file.seek(0)
-                holder = file.read().strip() or "one that has not yet written its pid"
+                holder = _holder(file)
                 file.close()
                 raise OutputDirError(
                     f"output_dir {str(self.path.parent)!r} is in use by another run "
@@ -86,6 +87,18 @@ class DirectoryLock:
                 self.path.unlink()  # still locked: no other run holds it
             self._file.close()
             self._file = None
+
+
+def _holder(file: IO[str]) -> str:
+    """Return what the holder wrote into the lock file (it does so right after locking it)."""
+    deadline = time.monotonic() + _HOLDER_WAIT
+    while True:
+        file.seek(0)
+        if text := file.read().strip():
+            return text
+        if time.monotonic() >= deadline:
+            return "one that has not written its pid"
+        time.sleep(0.01)
 
 
 def _same_file(file: IO[str], path: Path) -> bool:
