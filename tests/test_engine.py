@@ -276,6 +276,32 @@ def test_worker_initializer_failure_is_reported_as_such() -> None:
         )
 
 
+class CopyableOnce:
+    """State whose first per-thread copy succeeds and whose later ones fail, a little later."""
+
+    copies = 0
+    lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "CopyableOnce":
+        with CopyableOnce.lock:
+            CopyableOnce.copies += 1
+            fails = CopyableOnce.copies > 2  # the run's master copy, then one thread's
+        if fails:
+            time.sleep(0.2)  # while the first thread runs realizations
+            raise MemoryError("no room for another copy")
+        return CopyableOnce()
+
+
+@pytest.mark.usefixtures("no_leftover_threads")
+def test_one_thread_whose_copy_fails_after_another_started_is_reported_as_such() -> None:
+    # The first thread has its copy and runs realizations; the second cannot make one.  A
+    # broken ThreadPoolExecutor raised a bare BrokenThreadPool from submit here.
+    CopyableOnce.copies = 0
+    with pytest.raises(te.WorkerInitError, match="could not deep-copy the state: MemoryError"):
+        te.simulate_ensemble(lambda *, s: {"x": np.zeros(1)}, 5000, state=CopyableOnce(),
+                             inject="s", n_workers=2, progress=False)  # fmt: skip
+
+
 def test_context_inside_a_realization() -> None:
     def look() -> dict[str, Any]:
         return {"k": np.array(te.current_realization()), "c": np.array(te.cancelled())}
@@ -397,3 +423,59 @@ def test_ctrl_c_keeps_completed_files_and_a_rerun_resumes(tmp_path: Path) -> Non
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "uninterrupted"))
+
+
+STUBBORN = """
+import signal, sys, time
+from pathlib import Path
+import numpy as np
+import threadensemble as te
+
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (xdist workers ignore SIGINT)
+
+def stubborn():
+    k = te.current_realization()
+    if k == 4 and sys.argv[2] == "stubborn":
+        Path(sys.argv[1] + ".started").touch()
+        time.sleep(300)  # never polls cancelled()
+    return {"x": np.full(3, float(k)) + te.get_rng().random(3)}
+
+te.simulate_ensemble(stubborn, 8, n_workers=2, seed=1, output_dir=sys.argv[1], progress=False)
+"""
+
+
+def test_a_second_ctrl_c_ends_the_process_at_once(tmp_path: Path) -> None:
+    script, out = tmp_path / "stubborn.py", tmp_path / "run"
+    script.write_text(STUBBORN)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(out), "stubborn"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run.started").exists() or len(list(out.glob("real_*.nc"))) < 7:
+        assert child.poll() is None and time.monotonic() < deadline, "run ended before SIGINT"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)  # the run stops submitting and waits for realization 4
+    time.sleep(1.0)
+    assert child.poll() is None, "the first Ctrl-C waits for the running realization"
+    child.send_signal(signal.SIGINT)
+    interrupted_at = time.monotonic()
+    try:
+        _, stderr = child.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise AssertionError("a second Ctrl-C did not end the process") from None
+    assert time.monotonic() - interrupted_at < 10, "it ends within a second (on a busy machine)"
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+    files = sorted(int(p.stem.split("_")[1]) for p in out.glob("real_*.nc"))
+    assert files == [0, 1, 2, 3, 5, 6, 7]
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == [], "no partial files"
+    assert json.loads((out / "threadensemble.json").read_text())["completed"] == files
+    for directory in (out, tmp_path / "reference"):  # the re-run resumes
+        done = subprocess.run(
+            [sys.executable, str(script), str(directory), "quick"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "reference"))

@@ -12,7 +12,9 @@ from ._errors import (
     EnsembleError,
     InconsistentRealizationError,
     OutputDirError,
+    OutputWriteError,
     SharedStateWriteError,
+    UnstorableOutputError,
     WorkerInitError,
 )
 from ._netcdf import netcdf_lock
@@ -34,10 +36,12 @@ __all__ = [
     "InconsistentRealizationError",
     "ModelSpec",
     "OutputDirError",
+    "OutputWriteError",
     "RuntimeInfo",
     "SharedStateWriteError",
     "ThreadLocalGenerator",
     "ThreadSafetyError",
+    "UnstorableOutputError",
     "WorkerInitError",
     "__version__",
     "cancelled",

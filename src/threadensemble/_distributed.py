@@ -38,7 +38,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 import dask
-from distributed import Client, Future, WorkerPlugin, get_worker, wait
+from distributed import Client, Future, WorkerPlugin, get_worker
 
 from ._config import RunConfig
 from ._errors import WorkerInitError
@@ -52,6 +52,7 @@ from ._state import PerThreadState
 __all__ = ["DaskBackend"]
 
 _CAPACITY_REFRESH = 1.0  # seconds between asking the scheduler how many threads it has
+_STATUS_POLL = 0.01  # seconds between looks at the futures' status while waiting
 
 
 class _RunPlugin(WorkerPlugin):
@@ -177,13 +178,13 @@ class DaskBackend:
     def wait(
         self, futures: Collection[Future[Outcome]], timeout: float
     ) -> Collection[Future[Outcome]]:
-        # distributed.wait waits through the current client, and raises when time is up.
-        with self.client.as_current(), contextlib.suppress(TimeoutError):
-            done: Collection[Future[Outcome]] = wait(
-                list(futures), timeout, return_when="FIRST_COMPLETED"
-            ).done
-            return done
-        return ()
+        # Not distributed.wait: on a timeout it raises an exception whose traceback holds the
+        # futures in a reference cycle, so that every result stays on the cluster until the
+        # garbage collector runs.  A future's status is a local attribute: polling is cheap.
+        deadline = time.monotonic() + timeout
+        while not (done := [f for f in futures if f.done()]) and time.monotonic() < deadline:
+            time.sleep(_STATUS_POLL)
+        return done
 
     def result(self, future: Future[Outcome]) -> Outcome:
         return future.result()

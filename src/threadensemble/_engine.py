@@ -16,6 +16,7 @@ memory stays bounded and cancellation is quick.  Ctrl-C is taken between the loo
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import CancelledError
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 
 from ._config import RunConfig, make_config
-from ._errors import EnsembleError, WorkerInitError
+from ._encoding import netcdf_ready
+from ._errors import EnsembleError, OutputWriteError, UnstorableOutputError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
@@ -162,9 +164,22 @@ def simulate_ensemble(
     TypeError, ValueError, OutputDirError
         Bad arguments (an unpicklable model with ``client``, say), before any thread starts or
         any file is touched.
+    OutputDirError
+        Also: another run is writing into ``output_dir`` (the message names its pid and host),
+        or a realization file there that this run would replace is not threadensemble's;
+        raised before anything is computed or removed.
     EnsembleError
         Some realizations failed; it lists each with its exception and traceback.  All the
-        others were completed (and written, with ``output_dir``).
+        others were completed (and written, with ``output_dir``).  A realization whose
+        layout (variables, dims, shapes, dtypes, coordinate values) differs from the first
+        accepted one, recorded in the manifest, is a failed realization.
+    UnstorableOutputError
+        With ``output_dir``: a realization holds what a netCDF4 file cannot (complex or
+        float16 data, a None attribute, a name with ``/``, ...); the run stops before that
+        realization is written.
+    OutputWriteError
+        With ``output_dir``: a file could not be written (a full disk); the run stops, the
+        files already written stay complete, and re-running the call resumes.
     WorkerInitError
         A worker thread could not copy ``state``.
 
@@ -207,15 +222,19 @@ def simulate_ensemble(
         store = EnsembleStore.check(config.output_dir, config.identity, config.digest, overwrite)
     if config.client is None:  # on dask, the workers' interpreters compute
         warn_if_gil_reenabled()
-    with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
-        if config.warmup:
-            warm_up(config)
-        if store is not None:
-            store.open(overwrite)
-        run = _Run(config, store)
-        run.execute()
     if store is not None:
-        return open_ensemble(store.output_dir, lazy=config.lazy)
+        store.open(overwrite)  # locks the directory before anything is computed or removed
+    try:
+        with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
+            if config.warmup:
+                warm_up(config)
+            run = _Run(config, store)
+            run.execute()
+        if store is not None:
+            return open_ensemble(store.output_dir, lazy=config.lazy)
+    finally:
+        if store is not None:
+            store.close()
     return run.assemble()
 
 
@@ -235,7 +254,8 @@ class _Run:
         self.completed: list[int] = []
         self.failures: dict[int, BaseException] = {}
         self.attempts: dict[int, int] = {}
-        self.template: tuple[int, Layout] | None = None
+        # Every realization is checked against this one: recorded by an earlier run, if any.
+        self.template: tuple[int, Layout] | None = store.layout if store is not None else None
 
     def _backend(self, n_todo: int) -> Backend[Any]:
         if self.config.client is None:
@@ -263,30 +283,43 @@ class _Run:
                     if not running:
                         break
                     for future in sorted(backend.wait(running, _POLL_S), key=running.__getitem__):
-                        interrupt.check()
-                        k = running.pop(future)
-                        if self._collect(k, backend, future):
-                            bar.update(1)
-                        elif k not in self.failures:
-                            todo.appendleft(k)  # retry
-                        bar.set_postfix(failed=len(self.failures), refresh=False)
-                        # Tracebacks of realizations' exceptions keep this frame alive, and a
-                        # dask future keeps its result on the cluster while anything refers to it.
-                        del future
+                        try:
+                            interrupt.check()
+                            k = running.pop(future)
+                            if self._collect(k, backend, future):
+                                bar.update(1)
+                            elif k not in self.failures:
+                                todo.appendleft(k)  # retry
+                            bar.set_postfix(failed=len(self.failures), refresh=False)
+                        finally:
+                            # The tracebacks of realizations' exceptions, and of an interrupt,
+                            # keep this frame alive, and a dask future keeps its result on the
+                            # cluster while anything refers to it.
+                            future = None
                 interrupt.check()
             except BaseException:
                 # KeyboardInterrupt, WorkerInitError or an error of ours: stop the workers.
                 backend.shutdown(running, cancel=True)
+                running.clear()  # see above: the traceback keeps this frame
                 raise
             finally:
                 bar.close()
                 if self.store is not None:
-                    self.store.flush(force=True)
+                    self._flush_at_end()
         backend.shutdown((), cancel=False)
         if self.failures:
             raise EnsembleError(self.failures, sorted(self.completed)) from next(
                 iter(self.failures.values())
             )
+
+    def _flush_at_end(self) -> None:
+        """Write the final manifest; if the run is failing already, do not hide why."""
+        failing = sys.exc_info()[1] is not None
+        try:
+            self._store().flush(force=True)
+        except OutputWriteError:
+            if not failing:
+                raise  # (else the previous manifest stays: complete, only older)
 
     def assemble(self) -> xr.Dataset:
         """Return the in-memory realizations as one ensemble."""
@@ -296,11 +329,17 @@ class _Run:
         return self.config.fail_fast and bool(self.failures)
 
     def _collect(self, index: int, backend: Backend[Any], future: Any) -> bool:
-        """Take one finished realization; return False when it failed (and may be retried)."""
+        """Take one finished realization; return False when it failed (and may be retried).
+
+        A realization that netCDF cannot store, or a file that cannot be written (a full disk),
+        stops the run: every other realization would fail the same way.
+        """
         try:
             outcome = backend.result(future)
         except WorkerInitError:
             raise  # a worker thread has no state copy: the whole run stops (see execute)
+        except (UnstorableOutputError, OutputWriteError) as exc:  # raised by a dask worker
+            raise _stopped_at(index, exc) from exc
         except Exception as exc:
             attempt = self.attempts.get(index, 0) + 1
             self.attempts[index] = attempt
@@ -308,12 +347,21 @@ class _Run:
                 return False
             self._fail(index, exc)
             return False
+        finally:
+            del future  # the failures' tracebacks keep this frame (see execute)
         if isinstance(outcome, Written):
-            layout = outcome.layout
+            layout = outcome.layout  # the worker checked it for netCDF before writing it
         else:
+            if self.store is not None:
+                try:
+                    outcome = netcdf_ready(outcome)
+                except UnstorableOutputError as exc:
+                    raise _stopped_at(index, exc) from exc
             layout = layout_of(outcome, self.config.ragged)
         if self.template is None:
             self.template = (index, layout)
+            if self.store is not None:
+                self.store.record_layout(index, layout)
         try:
             check_layout(layout, self.template[1], self.template[0])
         except ValueError as exc:
@@ -321,12 +369,15 @@ class _Run:
                 self._store().discard(outcome.temporary_name)
             self._fail(index, exc)
             return False
-        if isinstance(outcome, Written):
-            self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
-        elif self.store is not None:
-            self.store.write(index, outcome)  # this thread writes the file
-        else:
-            self.results[index] = outcome
+        try:
+            if isinstance(outcome, Written):
+                self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
+            elif self.store is not None:
+                self.store.write(index, outcome)  # this thread writes the file
+            else:
+                self.results[index] = outcome
+        except OutputWriteError as exc:
+            raise _stopped_at(index, exc) from exc
         self.completed.append(index)
         return True
 
@@ -338,3 +389,8 @@ class _Run:
         self.failures[index] = exc
         if self.store is not None:
             self.store.mark_failed(index, exc)
+
+
+def _stopped_at(index: int, exc: UnstorableOutputError | OutputWriteError) -> Exception:
+    """Return the error that stops a run at realization ``index`` (same type as ``exc``)."""
+    return type(exc)(f"realization {index}: {exc}")

@@ -11,7 +11,9 @@ __all__ = [
     "EnsembleError",
     "InconsistentRealizationError",
     "OutputDirError",
+    "OutputWriteError",
     "SharedStateWriteError",
+    "UnstorableOutputError",
     "WorkerInitError",
 ]
 
@@ -56,6 +58,14 @@ class OutputDirError(ValueError):
 
 class WorkerInitError(RuntimeError):
     """A worker thread could not make its copy of the state."""
+
+
+class UnstorableOutputError(ValueError):
+    """A realization holds something a netCDF file cannot store (the message names it)."""
+
+
+class OutputWriteError(OSError):
+    """A realization file or the manifest could not be written (a full disk, say)."""
 
 
 class SharedStateWriteError(ValueError):

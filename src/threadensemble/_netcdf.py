@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,11 @@ from typing import Any
 
 import xarray as xr
 
+from ._encoding import netcdf_ready
+from ._errors import OutputWriteError
+
 __all__ = [
+    "TEMP_NAME",
     "TEMP_SUFFIX",
     "commit_temporary",
     "netcdf_lock",
@@ -28,6 +33,7 @@ __all__ = [
     "realization_files",
     "realization_path",
     "write_atomic",
+    "write_error",
     "write_temporary",
 ]
 
@@ -40,6 +46,8 @@ inside ``simulate``.  Reentrant, so library calls made while holding it do not d
 
 TEMP_SUFFIX = ".tmp"
 _FILE_RE = re.compile(r"real_(\d+)\.nc")
+TEMP_NAME = re.compile(r"\.real_\d+\.nc\.\d+\.\d+" + re.escape(TEMP_SUFFIX))
+"""The names of `write_temporary`'s files: the only hidden files a run may remove as stale."""
 
 
 def realization_path(output_dir: Path, index: int, n_realizations: int) -> Path:
@@ -79,18 +87,46 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
 def write_temporary(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` completely, flushed to disk, under a hidden temporary name next to ``path``.
 
-    Returns the temporary file, for `commit_temporary`.  The name ends in `TEMP_SUFFIX` and
-    names this process and thread, so concurrent writers never share one.
+    Returns the temporary file, for `commit_temporary`.  The name (`TEMP_NAME`) ends in
+    `TEMP_SUFFIX` and names this process and thread, so concurrent writers never share one.
+
+    Raises
+    ------
+    UnstorableOutputError
+        ``ds`` holds something netCDF4 cannot store (see `netcdf_ready`); nothing was written.
+    OutputWriteError
+        Writing failed (a full disk, say); the temporary file is removed.
     """
+    ready = netcdf_ready(ds)  # before the file is opened: names what netCDF4 cannot store
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         with netcdf_lock:
-            ds.to_netcdf(tmp, engine="netcdf4")
+            ready.to_netcdf(tmp, engine="netcdf4")
         _fsync(tmp)
+    except Exception as exc:
+        error = write_error(path, exc, ready.nbytes)  # free space, with the partial file there
+        tmp.unlink(missing_ok=True)
+        raise error from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError:
+    """Return the error that stops a run which could not write ``size`` bytes to ``path``.
+
+    netCDF-C reports a full disk as "NetCDF: HDF error": the message says how much room
+    the file system had left.
+    """
+    try:
+        free = f"{shutil.disk_usage(path.parent).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return OutputWriteError(
+        f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
+        f"{type(cause).__name__}: {cause}"
+    )
 
 
 def commit_temporary(tmp: Path, path: Path) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -14,10 +15,13 @@ __all__ = [
     "CONCAT_OPTIONS",
     "REALIZATION_DIM",
     "Layout",
+    "VariableLayout",
     "assemble",
     "check_layout",
     "label_realizations",
+    "layout_from_json",
     "layout_of",
+    "layout_to_json",
     "to_dataset",
 ]
 
@@ -34,8 +38,25 @@ CONCAT_OPTIONS: dict[str, Any] = {
     "combine_attrs": "drop_conflicts",
 }
 
-# name -> (dims, shape, dtype) of every data variable and coordinate
-Layout = dict[str, tuple[tuple[str, ...], tuple[int, ...], str]]
+
+class VariableLayout(NamedTuple):
+    """What every realization must share for one variable: dims, shape, dtype, coordinate values.
+
+    ``shape`` has -1 for ragged dimensions.  ``dtype`` is numpy's ``dtype.str``, except that
+    strings are compared by kind only (``<U``, ``|S``): their length may differ between
+    realizations.  ``values`` is a hash of a coordinate's values (None for data variables), and
+    ``preview`` a short rendering of them for messages.
+    """
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str
+    values: str | None = None
+    preview: str | None = None
+
+
+# name -> layout of every data variable and coordinate (scalar coordinates included)
+Layout = dict[str, VariableLayout]
 
 
 def to_dataset(output: Any) -> xr.Dataset:
@@ -77,15 +98,57 @@ def to_dataset(output: Any) -> xr.Dataset:
     return ds
 
 
+def _dtype_of(var: xr.Variable) -> str:
+    dtype: np.dtype[Any] = np.dtype(var.dtype)
+    return dtype.str[:2] if dtype.kind in "US" else dtype.str
+
+
+def _hash_values(values: np.ndarray[Any, Any]) -> str:
+    digest = hashlib.blake2b(f"{values.dtype.kind}{values.shape}".encode(), digest_size=16)
+    if values.dtype.kind in "biufcmM":
+        digest.update(np.ascontiguousarray(values).tobytes())
+    else:  # strings of any length, objects: by their text
+        digest.update("\0".join(map(repr, values.ravel().tolist())).encode())
+    return digest.hexdigest()
+
+
 def layout_of(ds: xr.Dataset, ragged: Sequence[str] = ()) -> Layout:
-    """Return the layout of ``ds``, with the sizes of ``ragged`` dimensions left out (-1)."""
-    return {
-        str(name): (
+    """Return the layout of ``ds``, with the sizes of ``ragged`` dimensions left out (-1).
+
+    Coordinates are recorded with (a hash of) their values, so realizations whose coordinates
+    differ are told apart before assembly.  A coordinate along a ragged dimension is compared
+    by its values too, length included: realizations may differ in length along a ragged
+    dimension only if that dimension has no coordinate (they could not be aligned otherwise).
+    """
+    layout = {}
+    for name, var in ds.variables.items():
+        values = preview = None
+        if name in ds.coords:
+            data = np.asarray(var.values)
+            values = _hash_values(data)
+            preview = str(np.array2string(data, threshold=6, edgeitems=2, separator=", "))
+        layout[str(name)] = VariableLayout(
             tuple(str(d) for d in var.dims),
             tuple(-1 if d in ragged else n for d, n in zip(var.dims, var.shape, strict=True)),
-            var.dtype.str,
+            _dtype_of(var),
+            values,
+            preview,
         )
-        for name, var in ds.variables.items()
+    return layout
+
+
+def layout_to_json(layout: Layout) -> dict[str, Any]:
+    """Return ``layout`` as JSON data (for the manifest); `layout_from_json` reverses it."""
+    return {name: var._asdict() for name, var in layout.items()}
+
+
+def layout_from_json(data: Mapping[str, Any]) -> Layout:
+    """Return the layout recorded by `layout_to_json`."""
+    return {
+        name: VariableLayout(
+            tuple(var["dims"]), tuple(var["shape"]), var["dtype"], var["values"], var["preview"]
+        )
+        for name, var in data.items()
     }
 
 
@@ -99,11 +162,19 @@ def check_layout(layout: Layout, template: Layout, template_index: int) -> None:
     if extra := sorted(layout.keys() - template.keys()):
         problems.append(f"variables {extra} are extra")
     for name in sorted(layout.keys() & template.keys()):
-        if layout[name] != template[name]:
-            (d0, s0, t0), (d1, s1, t1) = template[name], layout[name]
+        this, first = layout[name], template[name]
+        if this[:3] != first[:3]:
             problems.append(
-                f"{name!r} has dims {d1} shape {s1} dtype {t1} "
-                f"(realization {template_index}: dims {d0} shape {s0} dtype {t0})"
+                f"{name!r} has dims {this.dims} shape {this.shape} dtype {this.dtype} "
+                f"(realization {template_index}: dims {first.dims} shape {first.shape} "
+                f"dtype {first.dtype})"
+            )
+        elif this.values != first.values:
+            ragged = [d for d, n in zip(this.dims, this.shape, strict=True) if n == -1]
+            along = f" along ragged dimension {ragged[0]!r}" if ragged else ""
+            problems.append(
+                f"coordinate {name!r}{along} has values {this.preview} "
+                f"(realization {template_index}: {first.preview})"
             )
     raise InconsistentRealizationError(
         f"differs from realization {template_index}: " + "; ".join(problems)
@@ -186,8 +257,10 @@ def _stack(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset 
     for name in names:
         var = first.variables[name]
         others = [ds.variables[name] for ds in datasets[1:]]
-        if any(other.attrs != var.attrs for other in others):
-            return None
+        for other in others:  # (attributes may be arrays: lists read back from files are)
+            common = _common_attrs([var.attrs, other.attrs])
+            if common is None or common.keys() != var.attrs.keys():
+                return None
         if name in first.coords and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
             return None
     longest = {str(d): max(ds.sizes[d] for ds in datasets) for d in ragged if d in first.dims}

@@ -3,14 +3,19 @@
 The files are the record of what is done: a realization file exists under its final name only
 once it is complete (see `write_atomic`) and carries the digest of the run configuration that
 produced it.  The manifest (``threadensemble.json``) holds that configuration, so that a re-run
-with another configuration is refused, and a summary of completed and failed realizations for
-people and tools, refreshed at most once a second and at the end of every run.
+with another configuration is refused; the layout of the first accepted realization, which
+every realization of every run into the directory must match (so that the directory can always
+be opened); and a summary of completed and failed realizations for people and tools, refreshed
+at most once a second and at the end of every run.  One run at a time holds the directory
+(`threadensemble._lock`); it removes only files of the library's own (temporaries of its exact
+name pattern, realization files carrying its attributes).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +24,9 @@ from typing import Any
 import xarray as xr
 
 from ._errors import OutputDirError
+from ._lock import DirectoryLock
 from ._netcdf import (
+    TEMP_NAME,
     TEMP_SUFFIX,
     commit_temporary,
     netcdf_lock,
@@ -28,8 +35,17 @@ from ._netcdf import (
     realization_files,
     realization_path,
     write_atomic,
+    write_error,
 )
-from ._results import CONCAT_OPTIONS, REALIZATION_DIM, assemble, label_realizations
+from ._results import (
+    CONCAT_OPTIONS,
+    REALIZATION_DIM,
+    Layout,
+    assemble,
+    label_realizations,
+    layout_from_json,
+    layout_to_json,
+)
 
 __all__ = ["MANIFEST_NAME", "EnsembleStore", "open_ensemble", "read_manifest"]
 
@@ -37,6 +53,7 @@ MANIFEST_NAME = "threadensemble.json"
 MANIFEST_FORMAT = "threadensemble-manifest/1"
 ATTR_PREFIX = "threadensemble_"
 _FLUSH_INTERVAL = 1.0  # seconds between manifest rewrites during a run
+_MANIFEST_TEMP = re.compile(re.escape(f".{MANIFEST_NAME}.") + r"\d+" + re.escape(TEMP_SUFFIX))
 
 
 def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -57,12 +74,24 @@ def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 def _write_json_atomic(data: Mapping[str, Any], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}{TEMP_SUFFIX}")
+    text = json.dumps(data, indent=1) + "\n"
     try:
-        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
+    except Exception as exc:
+        error = write_error(path, exc, len(text))
+        tmp.unlink(missing_ok=True)
+        raise error from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _attrs_or_none(path: Path) -> Mapping[str, Any] | None:
+    try:
+        return read_attrs(path)
+    except OSError:  # unreadable or truncated (never one of ours: they are written atomically)
+        return None
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
@@ -86,6 +115,9 @@ class EnsembleStore:
         self.digest = digest
         self.completed: set[int] = set()
         self.failed: dict[int, str] = {}
+        # The first accepted realization's index and layout (recorded in the manifest).
+        self.layout: tuple[int, Layout] | None = None
+        self._lock = DirectoryLock(output_dir)
         self._last_flush = 0.0
 
     @classmethod
@@ -112,29 +144,76 @@ class EnsembleStore:
         return cls(output_dir, config, digest)
 
     def open(self, overwrite: bool) -> None:
-        """Create the directory, clear leftovers, find the realizations already done."""
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        """Lock the directory for this run, clear leftovers, find the realizations already done.
+
+        Raises OutputDirError, before anything is removed, when another run holds the
+        directory or when a realization file this run would replace is not threadensemble's.
+        The lock is held until `close`.
+        """
+        self._lock.acquire()
+        try:
+            self._prepare(overwrite)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def close(self) -> None:
+        """End the run: release the directory's lock."""
+        self._lock.release()
+
+    def _prepare(self, overwrite: bool) -> None:
+        manifest = read_manifest(self.output_dir)
+        listed = set(manifest.get("completed", ())) if manifest is not None else set()
+        n = int(self.config["n_realizations"])
+        attrs = {k: _attrs_or_none(p) for k, p in realization_files(self.output_dir).items()}
+        # Ours: it says so, or it is unreadable (cut short by a crash, say) and the manifest
+        # lists it.  A readable file without our attributes is someone else's, listed or not.
+        ours = {
+            k
+            for k, a in attrs.items()
+            if (a is None and k in listed)
+            or (a is not None and a.get(ATTR_PREFIX + "realization") == k)
+        }
+        if foreign := [k for k in attrs if k < n and k not in ours]:
+            path = realization_files(self.output_dir)[foreign[0]]
+            raise OutputDirError(
+                f"{str(path)!r} is not a threadensemble realization file (it lacks the "
+                f"library's attributes), and this run would replace it; move it away, or use "
+                "another directory"
+            )
         for path in self.output_dir.iterdir():
-            # Temporary files are never complete: left by a run that was killed mid-write.
-            if path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX):
+            # Holding the lock, every temporary file of ours is a dead run's, never complete.
+            if TEMP_NAME.fullmatch(path.name) or _MANIFEST_TEMP.fullmatch(path.name):
                 path.unlink(missing_ok=True)
         if overwrite:
-            for path in realization_files(self.output_dir).values():
-                path.unlink()
+            for index, path in realization_files(self.output_dir).items():
+                if index in ours:
+                    path.unlink()
             (self.output_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        n = int(self.config["n_realizations"])
+        else:
+            self._load_layout(manifest)
         for index, path in realization_files(self.output_dir).items():
-            if index < n and path == self.path(index) and self._is_ours(path, index):
+            if index < n and path == self.path(index) and self._is_ours(attrs.get(index), index):
                 self.completed.add(index)
         self.flush(force=True)
 
-    def _is_ours(self, path: Path, index: int) -> bool:
-        try:
-            attrs = read_attrs(path)
-        except OSError:  # unreadable or truncated: not done, it will be recomputed
-            return False
+    def _load_layout(self, manifest: Mapping[str, Any] | None) -> None:
+        record = manifest.get("layout") if manifest is not None else None
+        if record is not None:
+            self.layout = (int(record["realization"]), layout_from_json(record["variables"]))
+
+    def record_layout(self, index: int, layout: Layout) -> None:
+        """Record the layout of realization ``index``, the first accepted, in the manifest.
+
+        Every later realization, in this run and in every re-run, must have the same.
+        """
+        self.layout = (index, layout)
+        self.flush(force=True)
+
+    def _is_ours(self, attrs: Mapping[str, Any] | None, index: int) -> bool:
         return bool(
-            attrs.get(ATTR_PREFIX + "run") == self.digest
+            attrs is not None
+            and attrs.get(ATTR_PREFIX + "run") == self.digest
             and attrs.get(ATTR_PREFIX + "realization") == index
         )
 
@@ -189,6 +268,9 @@ class EnsembleStore:
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
         }
+        if self.layout is not None:
+            index, layout = self.layout
+            manifest["layout"] = {"realization": index, "variables": layout_to_json(layout)}
         _write_json_atomic(manifest, self.output_dir / MANIFEST_NAME)
 
 

@@ -1,16 +1,23 @@
-"""The local backend: a `ThreadPoolExecutor` whose initializer gives each thread its state copy.
+"""The local backend: worker threads that each copy the state once, then run realizations.
 
-Its futures resolve to Datasets, which the calling thread's completion loop writes.  The pool's
+Its futures resolve to Datasets, which the calling thread's completion loop writes.  The
 threads only simulate; they share nothing of the run but the read-only context and the master
 state, which only ``copy.deepcopy`` reads.
+
+The threads are this module's own, not a `concurrent.futures.ThreadPoolExecutor`'s, for two
+reasons.  The executor's threads are joined when the interpreter exits, so a second Ctrl-C
+could not end a process whose realization never polls `threadensemble.cancelled`; ours are
+daemon threads, joined by `ThreadBackend.shutdown` only (which a second Ctrl-C interrupts).
+And a thread whose state copy fails answers every realization it takes with `WorkerInitError`,
+whereas a broken executor raises a bare ``BrokenThreadPool`` from ``submit``.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Collection
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from concurrent.futures.thread import BrokenThreadPool
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 import xarray as xr
 
@@ -21,32 +28,64 @@ from ._state import PerThreadState, worker_init_error
 
 __all__ = ["ThreadBackend"]
 
+_Task = tuple["Future[xr.Dataset]", int] | None  # None: the thread is to end
+
 
 class ThreadBackend:
-    """The local backend: a thread pool whose initializer gives each thread its state copy."""
+    """The local backend: threads that each make their state copy, then run realizations."""
 
     def __init__(self, config: RunConfig, n_threads: int) -> None:
         self.config = config
+        self.n_threads = n_threads
         self.cancel = threading.Event()
         self.per_thread = (
             PerThreadState(config.state, share=config.share_state)
             if config.inject is not None
             else None
         )
-        self.pool = ThreadPoolExecutor(
-            max_workers=n_threads,
-            thread_name_prefix="threadensemble",
-            initializer=self.per_thread.initialize if self.per_thread else None,
-        )
+        self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []  # used by the calling thread only
 
     def describe(self) -> str:
-        return f"{self.config.n_workers} workers, GIL {'on' if gil_enabled() else 'off'}"
+        return f"{self.n_threads} workers, GIL {'on' if gil_enabled() else 'off'}"
 
     def capacity(self) -> int:
-        return self.config.n_workers
+        return self.n_threads
 
     def submit(self, index: int) -> Future[xr.Dataset]:
-        return self.pool.submit(realize, self.config, self.per_thread, self.cancel, index)
+        future: Future[xr.Dataset] = Future()
+        self._tasks.put((future, index))
+        if len(self._threads) < self.n_threads:
+            thread = threading.Thread(
+                target=self._work,
+                name=f"threadensemble_{len(self._threads)}",
+                daemon=True,  # see the module docstring
+            )
+            thread.start()
+            self._threads.append(thread)
+        return future
+
+    def _work(self) -> None:
+        """One worker thread: copy the state, then run realizations until told to end."""
+        init_error = None
+        if self.per_thread is not None:
+            try:
+                self.per_thread.initialize()
+            except BaseException as exc:
+                init_error = worker_init_error(exc)
+                init_error.__cause__ = exc
+        while (task := self._tasks.get()) is not None:
+            future, index = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            if init_error is not None:
+                future.set_exception(init_error)
+                continue
+            try:
+                future.set_result(realize(self.config, self.per_thread, self.cancel, index))
+            except BaseException as exc:
+                future.set_exception(exc)
+            del future, task  # keep no finished realization alive while waiting
 
     def wait(
         self, futures: Collection[Future[xr.Dataset]], timeout: float
@@ -54,17 +93,16 @@ class ThreadBackend:
         return wait(futures, timeout, return_when=FIRST_COMPLETED).done
 
     def result(self, future: Future[xr.Dataset]) -> Outcome:
-        try:
-            return future.result()
-        except BrokenThreadPool:
-            # Only a failing initializer breaks the pool, and it records why: report that.
-            assert self.per_thread is not None and self.per_thread.init_errors
-            cause = self.per_thread.init_errors[0]
-            raise worker_init_error(cause) from cause
+        return future.result()
 
     def shutdown(self, running: Collection[Future[xr.Dataset]], cancel: bool) -> None:
         if cancel:
-            # Cancel what has not started, tell running realizations (cancelled() turns True),
+            # Tell running realizations (cancelled() turns True), cancel what has not started,
             # and wait for them: their results are discarded.
             self.cancel.set()
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+            for future in running:
+                future.cancel()
+        for _ in self._threads:
+            self._tasks.put(None)
+        for thread in self._threads:
+            thread.join()  # a second Ctrl-C interrupts this; the threads are daemons

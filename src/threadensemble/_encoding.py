@@ -1,0 +1,120 @@
+"""What a realization file can hold: a Dataset checked (and minimally converted) for netCDF4.
+
+netCDF-C and xarray refuse some outputs only in the middle of writing, with errors that name
+no variable ("NetCDF: HDF error", "Invalid value for attr").  `netcdf_ready` checks a
+realization before its file is opened, and names the variable or attribute and the rule.  It
+changes only what has one obvious lossless encoding: a bool attribute (or a list or array of
+bools) is stored as int8 0/1, and reads back as 0/1.  Everything else that netCDF4 cannot store
+is refused rather than silently changed: a None attribute (netCDF has no null), complex or
+float16 data, object arrays that are not all strings, names with ``/`` or longer than 256 bytes.
+Strings of any length are fine (xarray stores them as variable-length strings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from ._errors import UnstorableOutputError
+
+__all__ = ["netcdf_ready"]
+
+MAX_NAME_BYTES = 256  # NC_MAX_NAME
+_INT64 = np.iinfo(np.int64)
+_UINT64 = np.iinfo(np.uint64)
+
+
+def _check_name(name: Hashable, what: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise UnstorableOutputError(f"{what} {name!r}: netCDF names must be non-empty strings")
+    if "/" in name:
+        raise UnstorableOutputError(f"{what} {name!r}: netCDF names cannot contain '/'")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise UnstorableOutputError(
+            f"{what} {name[:40]!r}...: netCDF names are at most {MAX_NAME_BYTES} bytes long, "
+            f"this one has {len(name.encode())}"
+        )
+
+
+def _check_dtype(dtype: np.dtype[Any], values: Any, what: str) -> None:
+    if dtype.kind == "c":
+        raise UnstorableOutputError(
+            f"{what} has dtype {dtype}: netCDF4 cannot store complex numbers; return the real "
+            "and imaginary parts as two variables"
+        )
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        raise UnstorableOutputError(
+            f"{what} has dtype float16: netCDF4 cannot store it; use float32"
+        )
+    if dtype.kind == "O" and not all(isinstance(v, str) for v in np.asarray(values).ravel()):
+        raise UnstorableOutputError(
+            f"{what} has dtype object with values that are not all strings: netCDF4 stores "
+            "numbers, strings, dates and bools only"
+        )
+    if dtype.kind not in "biufSUOmM":
+        raise UnstorableOutputError(f"{what} has dtype {dtype}: netCDF4 cannot store it")
+
+
+def _attribute(value: Any, what: str) -> Any:
+    """Return ``value`` as netCDF4 stores it (bools as int8), or raise naming the rule."""
+    if value is None:
+        raise UnstorableOutputError(
+            f"{what} is None: netCDF has no null attribute; drop it or store a string"
+        )
+    if isinstance(value, bool | np.bool_):
+        return np.int8(value)
+    if isinstance(value, str | bytes | np.str_ | np.bytes_):
+        return value
+    if isinstance(value, int):
+        if not _INT64.min <= value <= _UINT64.max:
+            raise UnstorableOutputError(f"{what} = {value}: too large for a 64-bit integer")
+        return value
+    if isinstance(value, float | np.integer | np.floating):
+        _check_dtype(np.asarray(value).dtype, value, what)
+        return value
+    if isinstance(value, list | tuple | np.ndarray):
+        array = np.asarray(value)
+        if array.ndim > 1:
+            raise UnstorableOutputError(f"{what} has {array.ndim} dimensions: at most 1")
+        if array.dtype.kind == "b":
+            return array.astype(np.int8)
+        if array.dtype.kind not in "iufSU":
+            raise UnstorableOutputError(
+                f"{what} = {value!r}: a list attribute holds numbers only or strings only"
+            )
+        _check_dtype(array.dtype, array, what)
+        return value
+    raise UnstorableOutputError(
+        f"{what} is a {type(value).__name__}: netCDF attributes are strings, numbers, bools "
+        "or lists of numbers or of strings"
+    )
+
+
+def _attributes(attrs: Mapping[Any, Any], where: str) -> dict[Any, Any]:
+    converted = {}
+    for name, value in attrs.items():
+        _check_name(name, f"attribute of {where}")
+        converted[name] = _attribute(value, f"attribute {name!r} of {where}")
+    return converted
+
+
+def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
+    """Return ``ds`` as it will be written to a netCDF4 file, or raise naming what cannot be.
+
+    Raises
+    ------
+    UnstorableOutputError
+        A name, dtype or attribute that netCDF4 cannot store (the message says which rule).
+    """
+    for dim in ds.dims:
+        _check_name(dim, "dimension")
+    ready = ds.copy(deep=False)  # new variables and attrs; the data are not copied
+    for name, var in ready.variables.items():
+        _check_name(name, "variable")
+        _check_dtype(var.dtype, var.values if var.dtype.kind == "O" else None, f"variable {name!r}")
+        var.attrs = _attributes(var.attrs, f"variable {name!r}")
+    ready.attrs = _attributes(ds.attrs, "the dataset")
+    return ready
