@@ -63,6 +63,7 @@ def simulate_ensemble(
     fail_fast: bool = False,
     retries: int = 0,
     client: Client | None = None,
+    backend: str = "threads",
 ) -> xr.Dataset:
     """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
 
@@ -135,6 +136,17 @@ def simulate_ensemble(
         threads.  ``output_dir`` must be on a filesystem shared by the workers and this process,
         at the same path: workers write the files, this process commits and records them.
         ``n_workers`` must not be given: the cluster's threads are the workers.
+    backend : {"threads", "processes"}, default "threads"
+        Where realizations run without a client.  ``"threads"``: worker threads of this
+        process, sharing ``args`` and ``kwargs`` as they are (parallel on a free-threaded
+        build, and for models that release the GIL).  ``"processes"``: ``n_workers`` worker
+        processes (started by ``forkserver``, or ``spawn`` where there is none; never forked),
+        for pure-Python models on a standard (GIL) build.  The model is then pickled (see
+        `check_picklable`), sent to each process once and copied there (its memory per
+        worker), and each process deep-copies the state once; realizations are bitwise
+        identical to threads', and failures, retries, resume, progress and Ctrl-C behave the
+        same.  A script that uses it must start the run under ``if __name__ == "__main__":``
+        (worker processes import the main module).
 
     Returns
     -------
@@ -184,6 +196,7 @@ def simulate_ensemble(
         fail_fast=fail_fast,
         retries=retries,
         client=client,
+        backend=backend,
     )
     store = None
     if config.output_dir is not None:
@@ -221,8 +234,13 @@ class _Run:
         self.template: tuple[int, Layout] | None = None
 
     def _backend(self, n_todo: int) -> Backend[Any]:
+        n_workers = min(self.config.n_workers, max(1, n_todo))
+        if self.config.client is None and self.config.backend == "processes":
+            from ._processes import ProcessBackend  # multiprocessing, only when asked for
+
+            return ProcessBackend(self.config, n_workers)
         if self.config.client is None:
-            return ThreadBackend(self.config, min(self.config.n_workers, max(1, n_todo)))
+            return ThreadBackend(self.config, n_workers)
         from ._distributed import DaskBackend  # distributed is an optional dependency
 
         return DaskBackend(self.config, self.config.client)

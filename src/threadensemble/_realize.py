@@ -1,13 +1,12 @@
 """The per-realization path, shared by every backend: `realize`, `warm_up`, and what they return.
 
-Layer: below the engine (`_engine`), the backends (`_threads`, `_distributed`) and the check
-(`_check`), which all import it; it imports only the run configuration and the helpers a
-realization uses (seed streams, its context, output normalisation), never a backend.
+Layer: below the engine (`_engine`), the backends (`_threads`, `_processes`, `_distributed`)
+and the check (`_check`), which all import it; it imports only the run configuration and the
+helpers a realization uses (seed streams, its context, output normalisation), never a backend.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from typing import Protocol, TypeAlias, TypeVar
 import xarray as xr
 
 from ._config import RunConfig
-from ._context import realization_context
+from ._context import CancelFlag, realization_context
 from ._results import Layout, to_dataset
 from ._rng import named_seed_sequence, realization_streams
 from ._state import PerThreadState
@@ -34,7 +33,7 @@ def warm_up(config: RunConfig) -> None:
 
 
 def realize(
-    config: RunConfig, per_thread: PerThreadState | None, cancel: threading.Event, index: int
+    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
 ) -> xr.Dataset:
     """Compute realization ``index`` in a worker thread.  Takes no lock."""
     if cancel.is_set():
