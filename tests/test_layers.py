@@ -60,7 +60,9 @@ def test_the_import_graph_has_no_cycle() -> None:
     try:
         tuple(TopologicalSorter(private).static_order())
     except CycleError as exc:
-        raise AssertionError(f"import cycle among threadensemble's modules: {exc.args[1]}") from None
+        raise AssertionError(
+            f"import cycle among threadensemble's modules: {exc.args[1]}"
+        ) from None
 
 
 def test_a_cycle_is_found() -> None:

@@ -36,6 +36,9 @@ def test_bitwise_identical_to_threads_in_memory_and_on_disk(tmp_path: Path) -> N
     threads = te.simulate_ensemble(noisy_walk, 12, n_workers=3, **WALK)
     in_memory = te.simulate_ensemble(noisy_walk, 12, n_workers=2, backend="processes", **WALK)
     xr.testing.assert_identical(threads, in_memory)
+    report = te.last_run_report()
+    assert report is not None and (report.backend, report.n_workers) == ("processes", 2)
+    assert report.worker_cpu_seconds is not None and report.worker_cpu_seconds > 0
     on_disk = te.simulate_ensemble(
         noisy_walk, 12, n_workers=2, backend="processes", output_dir=tmp_path, **WALK
     )

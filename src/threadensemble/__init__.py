@@ -11,6 +11,7 @@ from ._engine import simulate_ensemble
 from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError, WorkerInitError
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
+from ._report import RunReport, last_run_report
 from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
 from ._spec import ModelSpec
@@ -27,6 +28,7 @@ __all__ = [
     "InconsistentRealizationError",
     "ModelSpec",
     "OutputDirError",
+    "RunReport",
     "RuntimeInfo",
     "ThreadLocalGenerator",
     "ThreadSafetyError",
@@ -39,6 +41,7 @@ __all__ = [
     "get_rng",
     "gil_enabled",
     "is_free_threaded_build",
+    "last_run_report",
     "netcdf_lock",
     "open_ensemble",
     "reseed",

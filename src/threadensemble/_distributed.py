@@ -139,6 +139,9 @@ class DaskBackend:
             self._counted_at = now
         return self._threads
 
+    def worker_cpu_seconds(self) -> None:
+        return None  # not measured on the cluster
+
     def submit(self, index: int) -> Future[Outcome]:
         if not self._registered:  # on first use: a run with nothing to do sends nothing
             self._registered = True  # the scheduler keeps it even if a worker fails below

@@ -29,6 +29,7 @@ from ._errors import EnsembleError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
+from ._report import RunClock, RunReport, record_report, warn_if_serialized
 from ._results import Layout, assemble, check_layout, layout_of
 from ._rng import SeedLike
 from ._runtime import warn_if_gil_reenabled
@@ -210,9 +211,13 @@ def simulate_ensemble(
             store.open(overwrite)
         run = _Run(config, store)
         run.execute()
-    if store is not None:
-        return open_ensemble(store.output_dir, lazy=config.lazy)
-    return run.assemble()
+    with run.clock.writing():
+        if store is not None:
+            ensemble = open_ensemble(store.output_dir, lazy=config.lazy)
+        else:
+            ensemble = run.assemble()
+    run.finish(stacklevel=2)
+    return ensemble
 
 
 _POLL_S = 0.2  # longest wait for a realization before the loop looks for a Ctrl-C again
@@ -232,6 +237,10 @@ class _Run:
         self.failures: dict[int, BaseException] = {}
         self.attempts: dict[int, int] = {}
         self.template: tuple[int, Layout] | None = None
+        self.clock = RunClock()
+        self.backend: Backend[Any] | None = None
+        self.bar: Any = None
+        record_report(None)
 
     def _backend(self, n_todo: int) -> Backend[Any]:
         n_workers = min(self.config.n_workers, max(1, n_todo))
@@ -250,9 +259,11 @@ class _Run:
         config = self.config
         done = self.store.completed if self.store is not None else set()
         todo = deque(k for k in range(config.n_realizations) if k not in done)
-        backend = self._backend(len(todo))
+        self.backend = backend = self._backend(len(todo))
         running: dict[Any, int] = {}  # future -> realization
-        bar = progress_bar(config.n_realizations, len(done), backend.describe(), config.progress)
+        self.bar = bar = progress_bar(
+            config.n_realizations, len(done), backend.describe(), config.progress
+        )
         with deferred_keyboard_interrupt() as interrupt:
             try:
                 while todo or running:
@@ -278,16 +289,33 @@ class _Run:
             except BaseException:
                 # KeyboardInterrupt, WorkerInitError or an error of ours: stop the workers.
                 backend.shutdown(running, cancel=True)
+                bar.close()
                 raise
             finally:
-                bar.close()
                 if self.store is not None:
                     self.store.flush(force=True)
         backend.shutdown((), cancel=False)
         if self.failures:
+            self.finish(stacklevel=3)
             raise EnsembleError(self.failures, sorted(self.completed)) from next(
                 iter(self.failures.values())
             )
+
+    def finish(self, stacklevel: int) -> RunReport:
+        """Report the run: on the progress bar, in the manifest, for `last_run_report`."""
+        assert self.backend is not None, "execute has run"
+        backend = "dask" if self.config.client is not None else self.config.backend
+        report = self.clock.report(
+            backend, self.backend.capacity(), len(self.completed), self.backend.worker_cpu_seconds()
+        )
+        self.bar.set_postfix_str(report.describe(), refresh=False)
+        self.bar.close()
+        if self.store is not None:
+            self.store.run_report = report.to_dict()
+            self.store.flush(force=True)
+        record_report(report)
+        warn_if_serialized(report, stacklevel + 1)
+        return report
 
     def assemble(self) -> xr.Dataset:
         """Return the in-memory realizations as one ensemble."""
@@ -323,9 +351,11 @@ class _Run:
             self._fail(index, exc)
             return False
         if isinstance(outcome, Written):
-            self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
+            with self.clock.writing():
+                self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
         elif self.store is not None:
-            self.store.write(index, outcome)  # this thread writes the file
+            with self.clock.writing():
+                self.store.write(index, outcome)  # this thread writes the file
         else:
             self.results[index] = outcome
         self.completed.append(index)

@@ -74,6 +74,14 @@ class Backend(Protocol[FutureT]):
         """Return how many worker threads compute now (the loop keeps twice that in flight)."""
         ...
 
+    def worker_cpu_seconds(self) -> float | None:
+        """Return the CPU time of worker processes so far, for the run's report.
+
+        0.0 when the workers are threads of this process (their time is its own); None when
+        it is not known (dask).
+        """
+        ...
+
     def submit(self, index: int) -> FutureT:
         """Start computing realization ``index``."""
         ...

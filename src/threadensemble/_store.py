@@ -87,6 +87,7 @@ class EnsembleStore:
         self.completed: set[int] = set()
         self.failed: dict[int, str] = {}
         self._last_flush = 0.0
+        self.run_report: dict[str, Any] | None = None  # the last run's (`threadensemble._report`)
 
     @classmethod
     def check(
@@ -188,6 +189,7 @@ class EnsembleStore:
             "config": self.config,
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
+            "run_report": self.run_report,
         }
         _write_json_atomic(manifest, self.output_dir / MANIFEST_NAME)
 

@@ -41,6 +41,9 @@ class ThreadBackend:
     def capacity(self) -> int:
         return self.config.n_workers
 
+    def worker_cpu_seconds(self) -> float:
+        return 0.0  # the worker threads' CPU time is this process's
+
     def submit(self, index: int) -> Future[xr.Dataset]:
         return self.pool.submit(realize, self.config, self.per_thread, self.cancel, index)
 
