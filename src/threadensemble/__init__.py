@@ -12,7 +12,7 @@ from ._errors import EnsembleError, InconsistentRealizationError, OutputDirError
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
 from ._report import RunReport, last_run_report
-from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
+from ._rng import ThreadLocalGenerator, get_rng, realization_seed, reseed, rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
 from ._spec import ModelSpec
 from ._store import open_ensemble
@@ -44,6 +44,7 @@ __all__ = [
     "last_run_report",
     "netcdf_lock",
     "open_ensemble",
+    "realization_seed",
     "reseed",
     "rng",
     "runtime_info",
