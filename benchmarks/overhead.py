@@ -56,7 +56,9 @@ if __name__ == "__main__":
 """
 
 
-def _measure(n_first: int, n_steady: int, workers: int, backend: str, output: str) -> dict[str, float]:
+def _measure(
+    n_first: int, n_steady: int, workers: int, backend: str, output: str
+) -> dict[str, float]:
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(n_first), str(n_steady), str(workers), backend, output],
         capture_output=True, text=True, timeout=600, check=True, env=child_env(THREAD_ENV),
