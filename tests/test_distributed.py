@@ -321,6 +321,8 @@ def test_arguments_are_checked_before_anything_starts(client: Any, tmp_path: Pat
         te.simulate_ensemble(takes_state, 2, client="tcp://127.0.0.1:8786")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_workers=4 sets the local threads"):
         te.simulate_ensemble(takes_state, 2, n_workers=4, client=client)
+    with pytest.raises(ValueError, match="give client or backend='processes', not both"):
+        te.simulate_ensemble(takes_state, 2, client=client, backend="processes")
     assert not out.exists()
 
 

@@ -129,6 +129,21 @@ def test_a_worker_that_cannot_set_up_stops_the_run_with_the_cause() -> None:
         )  # fmt: skip
 
 
+def corrupts(table: np.ndarray) -> dict[str, Any]:
+    table[0] += 1.0
+    return {"x": table.copy()}
+
+
+def test_protect_shared_in_the_worker_processes() -> None:
+    shared = np.zeros(10)
+    with pytest.raises(te.EnsembleError, match="assignment destination is read-only"):
+        te.simulate_ensemble(
+            corrupts, 2, args=(shared,), protect_shared=True, progress=False, n_workers=1,
+            backend="processes",
+        )  # fmt: skip
+    assert shared.flags.writeable and (shared == 0).all()
+
+
 def test_arguments_are_checked_before_anything_starts(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(TypeError, match=r"args\[0\]\['lock'\] cannot be pickled .*processes"):

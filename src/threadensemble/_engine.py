@@ -91,8 +91,8 @@ def simulate_ensemble(
         Keyword under which ``simulate`` receives its thread's copy of ``state``.  Required
         with ``state``.
     n_workers : int, optional
-        Worker threads (default: the CPUs this process may use).  ``1`` runs the same code
-        path with one worker.
+        Worker threads, or worker processes with ``backend="processes"`` (default: the CPUs
+        this process may use).  ``1`` runs the same code path with one worker.
     seed : int, sequence of int or numpy.random.SeedSequence, optional
         Run seed.  Realization ``k`` gets ``SeedSequence(seed, spawn_key=(k,))``, so its
         numbers depend on ``seed`` and ``k`` only.  None draws fresh entropy (recorded in the
@@ -164,7 +164,8 @@ def simulate_ensemble(
         Some realizations failed; it lists each with its exception and traceback.  All the
         others were completed (and written, with ``output_dir``).
     WorkerInitError
-        A worker thread could not copy ``state``.
+        A worker thread could not copy ``state``; a worker process could not unpickle the
+        model or copy ``state``, or died.
 
     Examples
     --------

@@ -42,7 +42,9 @@ def check_picklable(
     does) and unpickled in every worker process, so a model that runs fine on threads may hold
     objects that cannot travel: locks, open files and netCDF datasets, database connections,
     generators.  `simulate_ensemble` runs this check when given a client, before anything
-    starts.  Contiguous array data are not copied, so the check is cheap even for large models.
+    starts; with ``backend="processes"`` it runs the same check with the pickler it sends the
+    model with (cloudpickle when installed, else pickle).  Contiguous array data are not
+    copied, so the check is cheap even for large models.
 
     Parameters
     ----------
