@@ -19,6 +19,8 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
   bitwise identical to the threads'.  Without ``output_dir`` it returns the Dataset (pickled
   back).  With one, it writes the file completely under a temporary name (`write_temporary`)
   and returns a `Written`; the completion loop commits it, or discards it.
+* The forkserver preloads this module, so that its workers start with numpy, xarray and
+  threadensemble imported (`_preload_in_forkserver`).
 * Workers ignore SIGINT (a Ctrl-C in a terminal reaches the whole process group): the calling
   process cancels them.  Pending tasks are cancelled; running ones see ``cancelled()`` turn True
   through a `multiprocessing` Event shared with the workers; files that workers finished after
@@ -59,6 +61,22 @@ _TaskResult: TypeAlias = tuple[Outcome, int, float]
 def start_method() -> str:
     """Return how worker processes are started: ``forkserver`` where available, else ``spawn``."""
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _preload_in_forkserver() -> None:
+    """Have the forkserver import this module (numpy, xarray, threadensemble) before it forks.
+
+    The forkserver is started once per process, on first use; with this module preloaded its
+    workers start with the imports done: about 35 ms instead of an interpreter's imports, 0.7
+    s here, for every later run.  The modules preloaded already (``__main__`` by default, or
+    the user's ``set_forkserver_preload``) are kept; once the server runs, this changes nothing.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    preloaded = list(getattr(server, "_preload_modules", None) or ["__main__"])
+    if __name__ not in preloaded:
+        forkserver.set_forkserver_preload([*preloaded, __name__])
 
 
 @dataclass
@@ -131,7 +149,10 @@ class ProcessBackend:
     def __init__(self, config: RunConfig, n_processes: int) -> None:
         self.output_dir = config.output_dir
         self.n_processes = n_processes
-        context: BaseContext = multiprocessing.get_context(start_method())
+        method = start_method()
+        if method == "forkserver":
+            _preload_in_forkserver()
+        context: BaseContext = multiprocessing.get_context(method)
         # Set by the calling process only (shutdown); read by the workers' realizations.
         self.cancel = context.Event()
         # What the workers get: no warm-up (it ran here, and a warm-up function need not be
