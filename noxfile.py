@@ -6,8 +6,9 @@
   ``CI=true`` a missing 3.13t fails.
 - ``compare``: benchmarks standard CPython 3.13 against free-threaded 3.13t, same source and
   flags, and writes ``docs/benchmarks/`` (``-- --smoke`` for a quick check of the pipeline).
-- ``processes``: benchmarks threadensemble against process pools (``multiprocessing.Pool``,
-  ``ProcessPoolExecutor``, joblib) and a serial loop on the example models, on both.
+- ``processes``: benchmarks threadensemble (threads and processes) against thread and process
+  pools (a hand-rolled ``ThreadPoolExecutor``, ``multiprocessing`` fork and spawn pools,
+  ``ProcessPoolExecutor``, joblib, mpire) and a serial loop on the example models, on both.
 - ``stress``: pytest on ``stress/``, full sizes (nothing there yet is not a failure).
 - ``lint``: ruff and mypy.
 - ``docs``: the Sphinx site, ``docs/_build/html``; warnings are errors.
@@ -26,6 +27,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import nox
@@ -210,15 +212,16 @@ def _same_source_pythons(session: nox.Session) -> dict[str, str]:
     return {label: str(path) for label, path in found.items()}
 
 
-def _bench_env(session: nox.Session, label: str, base: str) -> str:
+def _bench_env(session: nox.Session, label: str, base: str, extra: Sequence[str] = ()) -> str:
     """Create (or reuse) ``.nox/compare-envs/LABEL`` with the project and its bench extra.
 
     Both interpreters get ``numpy<2.5`` (the constraint 3.13t needs), so both run the same numpy;
-    wheels are preferred (the newest matplotlib may have no cp313t wheel yet).
+    wheels are preferred (the newest matplotlib may have no cp313t wheel yet).  ``extra``:
+    packages only a benchmark needs (mpire: never a dependency of the project).
     """
     venv = ROOT / ".nox" / "compare-envs" / label
     python = str(venv / "bin" / "python")
-    inputs = [base, *(Path(ROOT, f).read_text() for f in ("pyproject.toml", CONSTRAINTS))]
+    inputs = [base, *extra, *(Path(ROOT, f).read_text() for f in ("pyproject.toml", CONSTRAINTS))]
     stamp, digest = venv / "installed", hashlib.sha256("\0".join(inputs).encode()).hexdigest()
     if _version_of(python) != label:
         session.run(base, "-m", "venv", "--clear", str(venv))
@@ -227,7 +230,7 @@ def _bench_env(session: nox.Session, label: str, base: str) -> str:
     if label.endswith("t"):
         session.run("bash", FREE_THREADED_DEPS, python)
     pip = [python, "-m", "pip", "install", "-q", "--prefer-binary", "-c", CONSTRAINTS]
-    session.run(*pip, "-e", ".[bench]")
+    session.run(*pip, "-e", ".[bench]", *extra)
     stamp.write_text(digest)
     return python
 
@@ -236,7 +239,7 @@ def _bench_env(session: nox.Session, label: str, base: str) -> str:
 def compare(session: nox.Session) -> None:
     """Benchmark 3.13 against 3.13t into docs/benchmarks/; ``-- --smoke`` for a quick check.
 
-    Arguments after ``--`` go to ``python -m benchmarks.compare`` (``--smoke``, ``--workers``,
+    Arguments after ``--`` go to ``python -m benchmarks.interpreters`` (``--smoke``, ``--workers``,
     ``--repeats``, ``--workload``, ``--out``).  A smoke run writes into ``.nox/compare-smoke/``.
     """
     parser = argparse.ArgumentParser(add_help=False)
@@ -251,7 +254,7 @@ def compare(session: nox.Session) -> None:
     for path in report:
         path.unlink(missing_ok=True)
     baseline = next(iter(pythons.values()))
-    session.run(baseline, "-m", "benchmarks.compare", *args, *session.posargs, f"--out={out}")
+    session.run(baseline, "-m", "benchmarks.interpreters", *args, *session.posargs, f"--out={out}")
     if not all(path.exists() and path.stat().st_size for path in report):
         session.error(f"compare did not write all of {', '.join(map(str, report))}")
     session.log(f"report: {report[0]}")
@@ -259,13 +262,17 @@ def compare(session: nox.Session) -> None:
 
 @nox.session(python=False, default=False)
 def processes(session: nox.Session) -> None:
-    """threadensemble against process pools on 3.13 and 3.13t into docs/benchmarks/processes.*.
+    """threadensemble against thread and process pools, 3.13 and 3.13t: docs/benchmarks/processes.*.
 
-    Arguments after ``--`` go to ``python -m benchmarks.processes`` (``--smoke``, ``--workers``,
-    ``--repeats``, ``--example``, ``--out``).  About 15 minutes; ``-- --smoke`` about one.
+    Arguments after ``--`` go to ``python -m benchmarks.pools`` (``--smoke``, ``--long``,
+    ``--workers``, ``--repeats``, ``--example``, ``--out``).  The short length takes about 30
+    minutes, ``-- --long`` about 1.5 hours more (see docs/benchmarks.md); ``-- --smoke`` a few.
+    mpire is installed into the benchmark environments only.
     """
     bases = _same_source_pythons(session)
-    pythons = {label: _bench_env(session, label, base) for label, base in bases.items()}
+    pythons = {
+        label: _bench_env(session, label, base, extra=["mpire"]) for label, base in bases.items()
+    }
     args = [f"--python={label}={python}" for label, python in pythons.items()]
     baseline = next(iter(pythons.values()))
-    session.run(baseline, "-m", "benchmarks.processes", *args, *session.posargs)
+    session.run(baseline, "-m", "benchmarks.pools", *args, *session.posargs)

@@ -1,11 +1,17 @@
-"""Benchmarks of threadensemble: standard CPython against free-threaded CPython.
+"""Benchmarks of threadensemble; not part of the package (see ``docs/benchmarks.md``).
 
-Not part of the package.  ``nox -s compare`` runs them (see ``noxfile.py``) and writes the report
-into ``docs/benchmarks/``.  Modules:
+One subpackage per suite, shared helpers in one place:
 
+- `benchmarks.interpreters`: standard CPython 3.13 against free-threaded 3.13t, threadensemble
+  on both at 1 to 8 workers (``nox -s compare``);
+- `benchmarks.pools`: threadensemble (threads and processes) against thread pools and process
+  pools, every example at two lengths (``nox -s processes``);
+- `benchmarks.overhead`: the library's fixed costs (import, first ensemble, µs per no-op
+  realization with and without ``output_dir``);
 - `benchmarks.models`: two workloads of our own (pure-Python CPU-bound, numpy-heavy);
 - `benchmarks.workloads`: the registry of every workload (the package examples plus ours);
-- `benchmarks.measure`: times one workload at one worker count in the running interpreter;
-- `benchmarks.compare`: runs `measure` under each interpreter and writes the report;
-- `benchmarks.report`: the Markdown table and the speedup plot, from the saved results.
+- `benchmarks.common`: what every suite needs (the child processes' environment, the
+  free-threading probe, the machine's description).
+
+The benchmarks use threadensemble's public API only.
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,30 @@ def noisy_walk(scale: float, *, state: Buffers) -> xr.Dataset:
         state.values[i] = state.values[i - 1] + scale * rng.standard_normal()
     state.history.append(te.current_realization() or 0)
     return xr.Dataset({"walk": ("step", state.values.copy())})
+
+
+def fragile(
+    scale: float, *, state: Buffers, log: str, fail_on: tuple[int, ...] = (),
+    fail_first_attempt_on: tuple[int, ...] = (), pause: float = 0.0,
+) -> xr.Dataset:  # fmt: skip
+    """noisy_walk that logs each attempt as a file in ``log`` (shared by all processes).
+
+    Sleeps ``pause`` seconds first; fails with ValueError on ``fail_on``, and with OSError on
+    the first attempt of ``fail_first_attempt_on``.
+    """
+    k = te.current_realization()
+    time.sleep(pause)
+    (Path(log) / f"{k}-{uuid.uuid4().hex}").touch()
+    if k in fail_on:
+        raise ValueError(f"bad realization {k}")
+    if k in fail_first_attempt_on and len(list(Path(log).glob(f"{k}-*"))) == 1:
+        raise OSError("transient")
+    return noisy_walk(scale, state=state)
+
+
+def attempts(log: Path) -> list[int]:
+    """Return the realizations attempted, one entry per attempt, from ``fragile``'s log."""
+    return sorted(int(p.name.split("-")[0]) for p in log.iterdir())
 
 
 @pytest.fixture

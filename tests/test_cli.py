@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 import threadensemble as te
 
@@ -22,6 +23,7 @@ def test_demo_writes_files_and_prints_a_summary(tmp_path: Path) -> None:
     result = cli("demo", "-n", "4", "-j", "2", "-q", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "4 realizations in" in result.stdout
+    assert "parallelism" in result.stdout and "of 2 threads" in result.stdout  # the run report
     # one line per quantity: temperature and precipitation are not averaged together
     assert "weather[temperature]: mean" in result.stdout
     assert "weather[precipitation]: mean" in result.stdout
@@ -32,6 +34,18 @@ def test_demo_writes_files_and_prints_a_summary(tmp_path: Path) -> None:
     )
     ens = te.open_ensemble(tmp_path / "threadensemble-demo")
     assert ens.sizes["realization"] == 4
+
+
+def test_demo_on_worker_processes_gives_the_same_files(tmp_path: Path) -> None:
+    for name, backend in (("threads", "threads"), ("processes", "processes")):
+        (tmp_path / name).mkdir()
+        result = cli("demo", "-n", "3", "-j", "2", "-q", "--backend", backend, cwd=tmp_path / name)
+        assert result.returncode == 0, result.stderr
+    assert "of 2 processes" in result.stdout
+    xr.testing.assert_identical(
+        te.open_ensemble(tmp_path / "threads" / "threadensemble-demo"),
+        te.open_ensemble(tmp_path / "processes" / "threadensemble-demo"),
+    )
 
 
 def test_run_a_factory_with_parameters_then_info(tmp_path: Path) -> None:

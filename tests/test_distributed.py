@@ -26,7 +26,7 @@ import xarray as xr
 
 import threadensemble as te
 import threadensemble._engine
-from conftest import Buffers, noisy_walk
+from conftest import Buffers, attempts, fragile, noisy_walk
 
 dask = pytest.importorskip("dask")
 distributed = pytest.importorskip(
@@ -189,25 +189,6 @@ def test_each_worker_thread_has_its_own_lazy_state_copy(client: Any) -> None:
 # --- failures, retries, resume, fail_fast, as locally --------------------------------------
 
 
-def fragile(
-    scale: float, *, state: Buffers, log: str, fail_on: tuple[int, ...] = (),
-    fail_first_attempt_on: tuple[int, ...] = (), pause: float = 0.0,
-) -> xr.Dataset:  # fmt: skip
-    """noisy_walk that logs each attempt as a file in ``log`` (shared by all processes)."""
-    k = te.current_realization()
-    time.sleep(pause)
-    (Path(log) / f"{k}-{uuid.uuid4().hex}").touch()
-    if k in fail_on:
-        raise ValueError(f"bad realization {k}")
-    if k in fail_first_attempt_on and len(list(Path(log).glob(f"{k}-*"))) == 1:
-        raise OSError("transient")
-    return noisy_walk(scale, state=state)
-
-
-def _attempts(log: Path) -> list[int]:
-    return sorted(int(p.name.split("-")[0]) for p in log.iterdir())
-
-
 def test_failures_retries_and_resume_as_locally(client: Any, tmp_path: Path) -> None:
     logs = [tmp_path / f"log{i}" for i in range(4)]
     for log in logs:
@@ -233,7 +214,7 @@ def test_failures_retries_and_resume_as_locally(client: Any, tmp_path: Path) -> 
     # The re-run computes only the missing realization, and retries its transient failure.
     resumed = run(logs[2], client=client, output_dir=out, retries=1,
                   kw={"fail_first_attempt_on": (3,)})  # fmt: skip
-    assert _attempts(logs[2]) == [3, 3]
+    assert attempts(logs[2]) == [3, 3]
     xr.testing.assert_identical(reference, resumed)
 
     with pytest.raises(te.EnsembleError, match="realization 0 failed"):
@@ -241,7 +222,7 @@ def test_failures_retries_and_resume_as_locally(client: Any, tmp_path: Path) -> 
             fragile, 40, **WALK, kwargs={"log": str(logs[3]), "fail_on": (0,)},
             fail_fast=True, client=client,
         )  # fmt: skip
-    assert len(_attempts(logs[3])) < 40, "fail_fast stops submitting"
+    assert len(attempts(logs[3])) < 40, "fail_fast stops submitting"
 
 
 class CopyableOnlyInMainThread:
@@ -347,6 +328,8 @@ def test_arguments_are_checked_before_anything_starts(client: Any, tmp_path: Pat
         te.simulate_ensemble(takes_state, 2, client="tcp://127.0.0.1:8786")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="n_workers=4 sets the local threads"):
         te.simulate_ensemble(takes_state, 2, n_workers=4, client=client)
+    with pytest.raises(ValueError, match="give client or backend='processes', not both"):
+        te.simulate_ensemble(takes_state, 2, client=client, backend="processes")
     assert not out.exists()
 
 

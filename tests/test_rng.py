@@ -156,3 +156,17 @@ def test_bad_stream_name_is_refused() -> None:
         te.get_rng(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="stream name"):
         te.ThreadLocalGenerator(3)  # type: ignore[arg-type]
+
+
+def test_realization_seed_is_what_the_ensemble_seeds_realization_k_with() -> None:
+    def draw() -> dict[str, object]:
+        return {"x": te.get_rng().random(2)}
+
+    ens = te.simulate_ensemble(draw, 5, seed=[3, 4], n_workers=2, progress=False)
+    for k in range(5):
+        te.reseed(te.realization_seed([3, 4], k))
+        assert (te.get_rng().random(2) == ens["x"].values[k]).all()
+    with pytest.raises(TypeError, match="not None"):
+        te.realization_seed(None, 0)
+    with pytest.raises(ValueError, match="k must be a realization index"):
+        te.realization_seed(1, -1)

@@ -19,7 +19,8 @@ from ._errors import (
 )
 from ._netcdf import netcdf_lock
 from ._picklable import check_picklable
-from ._rng import ThreadLocalGenerator, get_rng, reseed, rng
+from ._report import RunReport, last_run_report
+from ._rng import ThreadLocalGenerator, get_rng, realization_seed, reseed, rng
 from ._routing import route_rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
 from ._spec import ModelSpec
@@ -37,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "OutputDirError",
     "OutputWriteError",
+    "RunReport",
     "RuntimeInfo",
     "SharedStateWriteError",
     "ThreadLocalGenerator",
@@ -51,8 +53,10 @@ __all__ = [
     "get_rng",
     "gil_enabled",
     "is_free_threaded_build",
+    "last_run_report",
     "netcdf_lock",
     "open_ensemble",
+    "realization_seed",
     "reseed",
     "rng",
     "route_rng",

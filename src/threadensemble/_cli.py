@@ -13,8 +13,10 @@ from typing import Any
 
 import xarray as xr
 
+from ._config import BACKENDS
 from ._errors import EnsembleError, OutputDirError, WorkerInitError
 from ._netcdf import read_realization, realization_files
+from ._report import last_run_report
 from ._results import REALIZATION_DIM
 from ._runtime import runtime_info
 from ._spec import ModelSpec
@@ -120,6 +122,7 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         retries=args.retries,
+        backend=args.backend,
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
@@ -127,6 +130,9 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         f"{ens.sizes['realization']} realizations in {elapsed:.2f} s, "
         f"{files} files in {args.output}/"
     )
+    report = last_run_report()
+    if report is not None:
+        print(report.describe())
     print(_summary(ens))
     return 0
 
@@ -190,6 +196,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace another run's files")
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--backend", choices=BACKENDS, default="threads",
+                       help="worker threads (default) or worker processes")  # fmt: skip
 
     def add_model_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("model", help=f"MODULE:FACTORY, or an example: {', '.join(EXAMPLES)}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._picklable import check_picklable
+from ._picklable import PROCESSES_ADVICE, check_picklable, model_pickler, raise_if_unpicklable
 from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
@@ -28,7 +28,9 @@ from ._store import read_manifest
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["RunConfig", "make_config"]
+__all__ = ["BACKENDS", "RunConfig", "make_config"]
+
+BACKENDS = ("threads", "processes")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class RunConfig:
     digest: str = ""
     run_attrs: dict[str, Any] = field(default_factory=dict)
     share_state: tuple[str, ...] | None = None  # the private_state patterns; None: no sharing
+    backend: str = "threads"  # or "processes" (local worker processes); unused with a client
 
     def shared_roots(self) -> dict[str, Any]:
         """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
@@ -169,6 +172,7 @@ def make_config(
     client: Client | None,
     share_state: bool = False,
     private_state: Sequence[str] = (),
+    backend: str = "threads",
 ) -> RunConfig:
     """Validate the arguments of `simulate_ensemble` and return the run configuration."""
     if not callable(simulate):
@@ -220,6 +224,18 @@ def make_config(
                 "realizations run on the cluster's worker threads: size the cluster instead"
             )
         check_picklable(simulate, args=args, kwargs=kw, state=state)
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
+        )
+    if backend == "processes":
+        if client is not None:
+            raise ValueError(
+                "give client or backend='processes', not both: a client runs the realizations "
+                "on its dask cluster, backend='processes' in local worker processes"
+            )
+        roots = {"simulate": simulate, **context_roots(args, kw), "state": state}
+        raise_if_unpicklable(model_pickler(), roots, PROCESSES_ADVICE)
     seed_records = [seed_sequence_record(s) for s in seeds]
     identity = {
         "n_realizations": n,
@@ -265,4 +281,5 @@ def make_config(
         digest=digest,
         run_attrs=run_attrs,
         share_state=sharing,
+        backend=backend,
     )

@@ -5,8 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
-__all__ = ["cancelled", "current_realization", "realization_context"]
+__all__ = ["CancelFlag", "cancelled", "current_realization", "realization_context"]
+
+
+class CancelFlag(Protocol):
+    """What tells a run's realizations that it is cancelled.
+
+    A `threading.Event`, or a `multiprocessing` Event shared with worker processes.
+    """
+
+    def is_set(self) -> bool:
+        """Return True once the run is cancelled."""
+        ...
+
 
 _local = threading.local()
 
@@ -23,12 +36,12 @@ def cancelled() -> bool:
     A long ``simulate`` may poll this (say once per time step) and return early; whatever it
     returns after cancellation is discarded, never written.  Outside a realization it is False.
     """
-    event: threading.Event | None = getattr(_local, "cancel", None)
+    event: CancelFlag | None = getattr(_local, "cancel", None)
     return event is not None and event.is_set()
 
 
 @contextmanager
-def realization_context(index: int, cancel: threading.Event) -> Iterator[None]:
+def realization_context(index: int, cancel: CancelFlag) -> Iterator[None]:
     """Mark the calling thread as computing realization ``index``; ``cancel`` cancels its run."""
     _local.index, _local.cancel = index, cancel
     try:

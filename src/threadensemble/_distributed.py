@@ -34,7 +34,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Collection
-from concurrent.futures import CancelledError
 from typing import Any
 
 import dask
@@ -42,9 +41,7 @@ from distributed import Client, Future, WorkerPlugin, get_worker
 
 from ._config import RunConfig
 from ._errors import WorkerInitError
-from ._netcdf import realization_path, write_temporary
-from ._realize import Outcome, Written, realize
-from ._results import layout_of
+from ._realize import Outcome, realize_and_write
 from ._runtime import gil_enabled, is_free_threaded_build
 from ._shared import make_read_only
 from ._state import PerThreadState
@@ -93,14 +90,7 @@ def _realize_on_worker(name: str, index: int) -> Outcome:
             f"this dask worker has no context for run {name}: the run has ended, or the worker "
             "could not unpickle it when it joined (see the worker's log)"
         )
-    config = run.config
-    ds = realize(config, run.per_thread, run.cancel, index)
-    if config.output_dir is None:
-        return ds
-    if run.cancel.is_set():
-        raise CancelledError  # the run has stopped: nobody would commit the file
-    path = realization_path(config.output_dir, index, config.n_realizations)
-    return Written(write_temporary(ds, path).name, layout_of(ds, config.ragged))
+    return realize_and_write(run.config, run.per_thread, run.cancel, index)
 
 
 def _profiler_unsafe() -> bool:
@@ -141,6 +131,9 @@ class DaskBackend:
             self._threads = sum(self.client.nthreads().values())
             self._counted_at = now
         return self._threads
+
+    def worker_cpu_seconds(self) -> None:
+        return None  # not measured on the cluster
 
     def submit(self, index: int) -> Future[Outcome]:
         if not self._registered:  # on first use: a run with nothing to do sends nothing

@@ -31,6 +31,7 @@ from ._errors import EnsembleError, OutputWriteError, UnstorableOutputError, Wor
 from ._interrupt import deferred_keyboard_interrupt
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
+from ._report import RunClock, RunReport, record_report, warn_if_serialized
 from ._results import Layout, assemble, check_layout, layout_of
 from ._rng import SeedLike
 from ._runtime import warn_if_gil_reenabled
@@ -67,6 +68,7 @@ def simulate_ensemble(
     client: Client | None = None,
     share_state: bool = False,
     private_state: Sequence[str] = (),
+    backend: str = "threads",
 ) -> xr.Dataset:
     """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
 
@@ -94,8 +96,8 @@ def simulate_ensemble(
         Keyword under which ``simulate`` receives its thread's copy of ``state``.  Required
         with ``state``.
     n_workers : int, optional
-        Worker threads (default: the CPUs this process may use).  ``1`` runs the same code
-        path with one worker.
+        Worker threads, or worker processes with ``backend="processes"`` (default: the CPUs
+        this process may use).  ``1`` runs the same code path with one worker.
     seed : int, sequence of int or numpy.random.SeedSequence, optional
         Run seed.  Realization ``k`` gets ``SeedSequence(seed, spawn_key=(k,))``, so its
         numbers depend on ``seed`` and ``k`` only.  None draws fresh entropy (recorded in the
@@ -152,6 +154,17 @@ def simulate_ensemble(
     private_state : sequence of str, optional
         With ``share_state``, arrays to copy per thread all the same, by path as errors print
         it; ``*`` stands for any characters: ``["state.stations[*].buffer"]``, ``["*.buffer"]``.
+    backend : {"threads", "processes"}, default "threads"
+        Where realizations run without a client.  ``"threads"``: worker threads of this
+        process, sharing ``args`` and ``kwargs`` as they are (parallel on a free-threaded
+        build, and for models that release the GIL).  ``"processes"``: ``n_workers`` worker
+        processes (started by ``forkserver``, or ``spawn`` where there is none; never forked),
+        for pure-Python models on a standard (GIL) build.  The model is then pickled (see
+        `check_picklable`), sent to each process once and copied there (its memory per
+        worker), and each process deep-copies the state once; realizations are bitwise
+        identical to threads', and failures, retries, resume, progress and Ctrl-C behave the
+        same.  A script that uses it must start the run under ``if __name__ == "__main__":``
+        (worker processes import the main module).
 
     Returns
     -------
@@ -181,7 +194,8 @@ def simulate_ensemble(
         With ``output_dir``: a file could not be written (a full disk); the run stops, the
         files already written stay complete, and re-running the call resumes.
     WorkerInitError
-        A worker thread could not copy ``state``.
+        A worker thread could not copy ``state``; a worker process could not unpickle the
+        model or copy ``state``, or died.
 
     Examples
     --------
@@ -216,6 +230,7 @@ def simulate_ensemble(
         client=client,
         share_state=share_state,
         private_state=private_state,
+        backend=backend,
     )
     store = None
     if config.output_dir is not None:
@@ -230,12 +245,16 @@ def simulate_ensemble(
                 warm_up(config)
             run = _Run(config, store)
             run.execute()
-        if store is not None:
-            return open_ensemble(store.output_dir, lazy=config.lazy)
+        with run.clock.writing():
+            if store is not None:
+                ensemble = open_ensemble(store.output_dir, lazy=config.lazy)
+            else:
+                ensemble = run.assemble()
+        run.finish(stacklevel=2)
     finally:
         if store is not None:
             store.close()
-    return run.assemble()
+    return ensemble
 
 
 _POLL_S = 0.2  # longest wait for a realization before the loop looks for a Ctrl-C again
@@ -256,10 +275,19 @@ class _Run:
         self.attempts: dict[int, int] = {}
         # Every realization is checked against this one: recorded by an earlier run, if any.
         self.template: tuple[int, Layout] | None = store.layout if store is not None else None
+        self.clock = RunClock()
+        self.backend: Backend[Any] | None = None
+        self.bar: Any = None
+        record_report(None)
 
     def _backend(self, n_todo: int) -> Backend[Any]:
+        n_workers = min(self.config.n_workers, max(1, n_todo))
+        if self.config.client is None and self.config.backend == "processes":
+            from ._processes import ProcessBackend  # multiprocessing, only when asked for
+
+            return ProcessBackend(self.config, n_workers)
         if self.config.client is None:
-            return ThreadBackend(self.config, min(self.config.n_workers, max(1, n_todo)))
+            return ThreadBackend(self.config, n_workers)
         from ._distributed import DaskBackend  # distributed is an optional dependency
 
         return DaskBackend(self.config, self.config.client)
@@ -269,9 +297,11 @@ class _Run:
         config = self.config
         done = self.store.completed if self.store is not None else set()
         todo = deque(k for k in range(config.n_realizations) if k not in done)
-        backend = self._backend(len(todo))
+        self.backend = backend = self._backend(len(todo))
         running: dict[Any, int] = {}  # future -> realization
-        bar = progress_bar(config.n_realizations, len(done), backend.describe(), config.progress)
+        self.bar = bar = progress_bar(
+            config.n_realizations, len(done), backend.describe(), config.progress
+        )
         with deferred_keyboard_interrupt() as interrupt:
             try:
                 while todo or running:
@@ -301,13 +331,14 @@ class _Run:
                 # KeyboardInterrupt, WorkerInitError or an error of ours: stop the workers.
                 backend.shutdown(running, cancel=True)
                 running.clear()  # see above: the traceback keeps this frame
+                bar.close()
                 raise
             finally:
-                bar.close()
                 if self.store is not None:
                     self._flush_at_end()
         backend.shutdown((), cancel=False)
         if self.failures:
+            self.finish(stacklevel=3)
             raise EnsembleError(self.failures, sorted(self.completed)) from next(
                 iter(self.failures.values())
             )
@@ -320,6 +351,22 @@ class _Run:
         except OutputWriteError:
             if not failing:
                 raise  # (else the previous manifest stays: complete, only older)
+
+    def finish(self, stacklevel: int) -> RunReport:
+        """Report the run: on the progress bar, in the manifest, for `last_run_report`."""
+        assert self.backend is not None, "execute has run"
+        backend = "dask" if self.config.client is not None else self.config.backend
+        report = self.clock.report(
+            backend, self.backend.capacity(), len(self.completed), self.backend.worker_cpu_seconds()
+        )
+        self.bar.set_postfix_str(report.describe(), refresh=False)
+        self.bar.close()
+        if self.store is not None:
+            self.store.run_report = report.to_dict()
+            self.store.flush(force=True)
+        record_report(report)
+        warn_if_serialized(report, stacklevel + 1)
+        return report
 
     def assemble(self) -> xr.Dataset:
         """Return the in-memory realizations as one ensemble."""
@@ -370,12 +417,13 @@ class _Run:
             self._fail(index, exc)
             return False
         try:
-            if isinstance(outcome, Written):
-                self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
-            elif self.store is not None:
-                self.store.write(index, outcome)  # this thread writes the file
-            else:
-                self.results[index] = outcome
+            with self.clock.writing():
+                if isinstance(outcome, Written):
+                    self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
+                elif self.store is not None:
+                    self.store.write(index, outcome)  # this thread writes the file
+                else:
+                    self.results[index] = outcome
         except OutputWriteError as exc:
             raise _stopped_at(index, exc) from exc
         self.completed.append(index)

@@ -57,7 +57,11 @@ class OutputDirError(ValueError):
 
 
 class WorkerInitError(RuntimeError):
-    """A worker thread could not make its copy of the state."""
+    """A worker could not set up the run, or a worker process died: the run stops.
+
+    Setting up is copying the state (threads, processes, dask) and unpickling the model
+    (processes, dask).
+    """
 
 
 class UnstorableOutputError(ValueError):

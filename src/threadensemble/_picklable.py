@@ -1,18 +1,27 @@
-"""`check_picklable`: whether a model can travel to dask workers.
+"""`check_picklable`: whether a model can travel to dask workers or worker processes.
 
-Local threads share the model as it is; the dask backend (`threadensemble._distributed`)
-pickles it.  This check needs cloudpickle only (a dependency of dask), not distributed.
+Local threads share the model as it is; the dask backend (`threadensemble._distributed`) and
+the process backend (`threadensemble._processes`) pickle it.  `check_picklable` needs
+cloudpickle only (a dependency of dask), not distributed; the process backend checks with the
+pickler it sends the model with (`model_pickler`).
 """
 
 from __future__ import annotations
 
+import functools
 import pickle
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._shared import children, context_roots
 
-__all__ = ["check_picklable"]
+__all__ = ["PROCESSES_ADVICE", "check_picklable", "model_pickler", "raise_if_unpicklable"]
+
+PROCESSES_ADVICE = (
+    'with backend="processes", simulate, args, kwargs and state are pickled and sent to every '
+    "worker process; create such objects inside simulate (or give their class __getstate__ "
+    'and __setstate__), or run on threads (backend="threads")'
+)
 
 
 def _out_of_band(buffer: pickle.PickleBuffer) -> None:
@@ -33,7 +42,9 @@ def check_picklable(
     does) and unpickled in every worker process, so a model that runs fine on threads may hold
     objects that cannot travel: locks, open files and netCDF datasets, database connections,
     generators.  `simulate_ensemble` runs this check when given a client, before anything
-    starts.  Contiguous array data are not copied, so the check is cheap even for large models.
+    starts; with ``backend="processes"`` it runs the same check with the pickler it sends the
+    model with (cloudpickle when installed, else pickle).  Contiguous array data are not
+    copied, so the check is cheap even for large models.
 
     Parameters
     ----------
@@ -66,15 +77,43 @@ def check_picklable(
         raise ImportError(
             "check_picklable needs cloudpickle: pip install 'threadensemble[dask]'"
         ) from None
+    raise_if_unpicklable(
+        cloudpickle.dumps,
+        {"simulate": simulate, **context_roots(args, kwargs or {}), "state": state},
+        "on a dask cluster, simulate, args, kwargs and state are pickled and sent to every "
+        "worker process; create such objects inside simulate (or give their class "
+        "__getstate__ and __setstate__), or run on local threads (client=None)",
+    )
+
+
+def model_pickler() -> Callable[[Any], bytes]:
+    """Return how a model is pickled for worker processes: cloudpickle's dumps if installed.
+
+    cloudpickle sends functions defined in ``__main__`` or inside other functions by value;
+    without it, `pickle.dumps` sends every function by reference (its module must import).
+    """
+    try:
+        import cloudpickle
+    except ImportError:
+        return functools.partial(pickle.dumps, protocol=5)
+    return functools.partial(cloudpickle.dumps, protocol=5)
+
+
+def raise_if_unpicklable(
+    dumps: Callable[..., bytes], roots: Mapping[str, Any], advice: str
+) -> None:
+    """Raise TypeError naming the innermost object of ``roots`` that ``dumps`` cannot pickle.
+
+    ``advice`` (why it must be picklable, and what to do) ends the message.
+    """
 
     def pickling_error(obj: Any) -> Exception | None:
         try:
-            cloudpickle.dumps(obj, protocol=5, buffer_callback=_out_of_band)
+            dumps(obj, buffer_callback=_out_of_band)
         except Exception as exc:
             return exc
         return None
 
-    roots = {"simulate": simulate, **context_roots(args, kwargs or {}), "state": state}
     for name, root in roots.items():
         if (error := pickling_error(root)) is None:
             continue
@@ -92,8 +131,5 @@ def check_picklable(
             else:
                 break
         raise TypeError(
-            f"{path} cannot be pickled ({type(error).__name__}: {error}): on a dask cluster, "
-            "simulate, args, kwargs and state are pickled and sent to every worker process; "
-            "create such objects inside simulate (or give their class __getstate__ and "
-            "__setstate__), or run on local threads (client=None)"
+            f"{path} cannot be pickled ({type(error).__name__}: {error}): {advice}"
         ) from error

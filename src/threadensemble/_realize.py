@@ -1,13 +1,12 @@
 """The per-realization path, shared by every backend: `realize`, `warm_up`, and what they return.
 
-Layer: below the engine (`_engine`), the backends (`_threads`, `_distributed`) and the check
-(`_check`), which all import it; it imports only the run configuration and the helpers a
-realization uses (seed streams, its context, output normalisation), never a backend.
+Layer: below the engine (`_engine`), the backends (`_threads`, `_processes`, `_distributed`)
+and the check (`_check`), which all import it; it imports only the run configuration and the
+helpers a realization uses (seed streams, its context, output normalisation), never a backend.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Collection
 from concurrent.futures import CancelledError
 from dataclasses import dataclass
@@ -17,12 +16,13 @@ import numpy as np
 import xarray as xr
 
 from ._config import RunConfig
-from ._context import realization_context
-from ._results import Layout, to_dataset
+from ._context import CancelFlag, realization_context
+from ._netcdf import realization_path, write_temporary
+from ._results import Layout, layout_of, to_dataset
 from ._rng import named_seed_sequence, realization_streams
 from ._state import PerThreadState
 
-__all__ = ["Backend", "Outcome", "Written", "realize", "warm_up"]
+__all__ = ["Backend", "Outcome", "Written", "realize", "realize_and_write", "warm_up"]
 
 
 def warm_up(config: RunConfig) -> None:
@@ -35,7 +35,7 @@ def warm_up(config: RunConfig) -> None:
 
 
 def realize(
-    config: RunConfig, per_thread: PerThreadState | None, cancel: threading.Event, index: int
+    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
 ) -> xr.Dataset:
     """Compute realization ``index`` in a worker thread.  Takes no lock."""
     if cancel.is_set():
@@ -66,6 +66,26 @@ class Written:
 
 
 Outcome: TypeAlias = "xr.Dataset | Written"
+
+
+def realize_and_write(
+    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
+) -> Outcome:
+    """Compute realization ``index`` in a worker process; with an output_dir, write it there.
+
+    For the backends whose workers are other processes (``_processes``, ``_distributed``):
+    the file is written completely under a temporary name and a `Written` returned, which
+    the calling process's completion loop commits or discards.
+    """
+    ds = realize(config, per_thread, cancel, index)
+    if config.output_dir is None:
+        return ds
+    if cancel.is_set():
+        raise CancelledError  # the run has stopped: nobody would commit the file
+    path = realization_path(config.output_dir, index, config.n_realizations)
+    return Written(write_temporary(ds, path).name, layout_of(ds, config.ragged))
+
+
 FutureT = TypeVar("FutureT")
 
 
@@ -81,6 +101,14 @@ class Backend(Protocol[FutureT]):
 
     def capacity(self) -> int:
         """Return how many worker threads compute now (the loop keeps twice that in flight)."""
+        ...
+
+    def worker_cpu_seconds(self) -> float | None:
+        """Return the CPU time of worker processes so far, for the run's report.
+
+        0.0 when the workers are threads of this process (their time is its own); None when
+        it is not known (dask).
+        """
         ...
 
     def submit(self, index: int) -> FutureT:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from ._errors import InconsistentRealizationError
@@ -59,6 +60,23 @@ class VariableLayout(NamedTuple):
 Layout = dict[str, VariableLayout]
 
 
+def _variable(
+    dims: Sequence[Any], values: Any, attrs: Mapping[str, Any] | None = None
+) -> xr.Variable:
+    """Return ``xr.Variable(dims, values, attrs)``, without asking dask for plain numbers.
+
+    xarray checks every new array against dask's array type, which imports ``dask.array`` (and
+    through it scipy) on first use, about 0.5 s, when dask is installed: a cost that the first
+    ensemble of every process would pay for nothing.  A plain numpy array of bools or numbers
+    needs none of xarray's conversions (those are for objects, dates, masked and duck arrays),
+    so it goes in as it is (``fastpath``, which xarray uses for the same purpose internally);
+    anything else takes xarray's usual path.
+    """
+    if type(values) is np.ndarray and values.dtype.kind in "biufc":
+        return xr.Variable(tuple(dims), values, attrs, fastpath=True)
+    return xr.Variable(tuple(dims), values, attrs)
+
+
 def to_dataset(output: Any) -> xr.Dataset:
     """Return what ``simulate`` returned as a Dataset.
 
@@ -76,7 +94,7 @@ def to_dataset(output: Any) -> xr.Dataset:
                 {
                     name: value
                     if isinstance(value, tuple | xr.DataArray)
-                    else xr.DataArray(np.asarray(value))
+                    else _default_dims_variable(np.asarray(value))
                     for name, value in output.items()
                 }
             )
@@ -110,6 +128,11 @@ def _hash_values(values: np.ndarray[Any, Any]) -> str:
     else:  # strings of any length, objects: by their text
         digest.update("\0".join(map(repr, values.ravel().tolist())).encode())
     return digest.hexdigest()
+
+
+def _default_dims_variable(values: np.ndarray) -> xr.Variable:
+    """Return ``xr.DataArray(values).variable``: dimensions ``dim_0, dim_1, ...``."""
+    return _variable([f"dim_{i}" for i in range(values.ndim)], values)
 
 
 def layout_of(ds: xr.Dataset, ragged: Sequence[str] = ()) -> Layout:
@@ -279,9 +302,8 @@ def _stack(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset 
                 out[tuple(slice(0, n) for n in value.shape)] = value
         else:
             stacked = np.stack(values)
-        data_vars[name] = xr.Variable(
-            (REALIZATION_DIM, *var.dims), stacked, var.attrs, encoding=dict(var.encoding)
-        )
+        data_vars[name] = _variable((REALIZATION_DIM, *var.dims), stacked, var.attrs)
+        data_vars[name].encoding = dict(var.encoding)
     ensemble = xr.Dataset(data_vars, coords=first.coords, attrs=attrs)
     ensemble.encoding = dict(first.encoding)
     return ensemble
@@ -305,6 +327,8 @@ def assemble(
 
 def label_realizations(ensemble: xr.Dataset, indices: Sequence[int]) -> xr.Dataset:
     """Give a concatenated ensemble its ``realization`` coordinate and put that dim first."""
-    labelled = ensemble.assign_coords({REALIZATION_DIM: np.asarray(indices)})
+    # Built from its pandas index, which xarray takes as it is (no dask check: see `_variable`).
+    index = xr.indexes.PandasIndex(pd.Index(np.asarray(indices)), REALIZATION_DIM)
+    labelled = ensemble.assign_coords(xr.Coordinates.from_xindex(index))
     ordered_dims: xr.Dataset = labelled.transpose(REALIZATION_DIM, ...)
     return ordered_dims

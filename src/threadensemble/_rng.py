@@ -33,6 +33,7 @@ __all__ = [
     "as_seed_sequence",
     "get_rng",
     "named_seed_sequence",
+    "realization_seed",
     "realization_seeds",
     "realization_streams",
     "reseed",
@@ -163,6 +164,48 @@ def realization_streams(root: np.random.SeedSequence) -> Iterator[None]:
         _local.streams = previous
 
 
+def _child(root: np.random.SeedSequence, k: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(
+        root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size
+    )
+
+
+def realization_seed(seed: SeedLike, k: int) -> np.random.SeedSequence:
+    """Return the seed of realization ``k`` of a run seeded with ``seed``.
+
+    ``simulate_ensemble(..., seed=seed)`` seeds `get_rng` with it before realization ``k``;
+    so does ``reseed(realization_seed(seed, k))``, for code that computes a realization
+    outside an ensemble (a loop of its own, another pool) and must get the same numbers.
+
+    Parameters
+    ----------
+    seed : int, sequence of int or numpy.random.SeedSequence
+        The run seed (not None: fresh entropy would give another run's seeds).
+    k : int
+        Realization index, ``>= 0``.
+
+    Returns
+    -------
+    numpy.random.SeedSequence
+        ``SeedSequence(seed, spawn_key=(k,))`` (the spawn key appended to the seed's own).
+
+    Examples
+    --------
+    >>> import threadensemble as te
+    >>> te.reseed(te.realization_seed(1, 3))
+    >>> x = te.get_rng().random()
+    >>> ens = te.simulate_ensemble(lambda: {"x": te.get_rng().random(1)}, 4, seed=1,
+    ...                            progress=False)
+    >>> float(ens["x"][3, 0]) == x
+    True
+    """
+    if seed is None:
+        raise TypeError("seed must be the run's seed, not None (that draws fresh entropy)")
+    if isinstance(k, bool) or not isinstance(k, Integral) or int(k) < 0:
+        raise ValueError(f"k must be a realization index (an int >= 0), got {k!r}")
+    return _child(as_seed_sequence(seed), int(k))
+
+
 def realization_seeds(
     seed: SeedLike,
     n_realizations: int,
@@ -183,12 +226,7 @@ def realization_seeds(
     """
     if seed_for is None:
         root = as_seed_sequence(seed)
-        return [
-            np.random.SeedSequence(
-                root.entropy, spawn_key=(*root.spawn_key, k), pool_size=root.pool_size
-            )
-            for k in range(n_realizations)
-        ]
+        return [_child(root, k) for k in range(n_realizations)]
     seqs: list[np.random.SeedSequence] = []
     first_with: dict[str, int] = {}
     for k in range(n_realizations):

@@ -36,7 +36,7 @@ from pathlib import PurePath
 from typing import Any
 
 import numpy as np
-import pandas as pd  # type: ignore[import-untyped]  # an xarray dependency; no stubs here
+import pandas as pd  # an xarray dependency (no stubs: see pyproject)
 import xarray as xr
 
 __all__ = [

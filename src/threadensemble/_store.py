@@ -119,6 +119,7 @@ class EnsembleStore:
         self.layout: tuple[int, Layout] | None = None
         self._lock = DirectoryLock(output_dir)
         self._last_flush = 0.0
+        self.run_report: dict[str, Any] | None = None  # the last run's (`threadensemble._report`)
 
     @classmethod
     def check(
@@ -267,6 +268,7 @@ class EnsembleStore:
             "config": self.config,
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
+            "run_report": self.run_report,
         }
         if self.layout is not None:
             index, layout = self.layout

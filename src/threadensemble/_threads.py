@@ -52,6 +52,9 @@ class ThreadBackend:
     def capacity(self) -> int:
         return self.n_threads
 
+    def worker_cpu_seconds(self) -> float:
+        return 0.0  # the worker threads' CPU time is this process's
+
     def submit(self, index: int) -> Future[xr.Dataset]:
         future: Future[xr.Dataset] = Future()
         self._tasks.put((future, index))

@@ -2,13 +2,14 @@
 
 ::
 
-    python -m benchmarks.compare --python 3.13=PATH --python 3.13t=PATH [--smoke] [--out DIR]
+    python -m benchmarks.interpreters --python 3.13=PATH --python 3.13t=PATH [--smoke] [--out DIR]
 
 The first interpreter is the baseline (it sizes the runs).  Each measurement runs in its own
-process (`benchmarks.measure`), with ``PYTHON_GIL=0`` for free-threaded interpreters and BLAS /
-OpenMP pools limited to one thread, so that the worker threads are the only parallelism.
+process (`benchmarks.interpreters.measure`), with ``PYTHON_GIL=0`` for free-threaded
+interpreters and BLAS / OpenMP pools limited to one thread (`benchmarks.common.THREAD_ENV`),
+so that the worker threads are the only parallelism.
 ``--rounds`` processes of ``--repeats`` timed runs make each row, interleaved across
-interpreters.  ``python -m benchmarks.report DIR/results.json`` redraws the report.
+interpreters.  ``python -m benchmarks.interpreters.report DIR/results.json`` redraws the report.
 """
 
 from __future__ import annotations
@@ -27,28 +28,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import PLOT, REPORT, write_markdown, write_plot
-from benchmarks.results import Failure, Results, Run, Workload, save, speedup
+from benchmarks.common import (
+    ROOT,
+    THREAD_ENV,
+    child_env,
+    cores,
+    cpu_model,
+    is_free_threaded,
+    loadavg,
+)
+from benchmarks.interpreters.report import PLOT, REPORT, write_markdown, write_plot
+from benchmarks.interpreters.results import Failure, Results, Run, Workload, save, speedup
 from benchmarks.workloads import PURE_PYTHON, workloads
 
 __all__ = ["main"]
 
-ROOT = Path(__file__).resolve().parents[1]
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TIMEOUT_S = 900
 
 
 class MeasureError(RuntimeError):
-    """A `benchmarks.measure` process failed."""
+    """A `benchmarks.interpreters.measure` process failed."""
 
 
 def _measure(python: str, free_threaded: bool, *args: str) -> dict[str, Any]:
-    env = {**os.environ, **THREAD_ENV}
-    if free_threaded:
-        env["PYTHON_GIL"] = "0"
+    env = child_env(THREAD_ENV, free_threaded)
     try:
         done = subprocess.run(
-            [python, "-m", "benchmarks.measure", *args],
+            [python, "-m", "benchmarks.interpreters.measure", *args],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -62,30 +68,6 @@ def _measure(python: str, free_threaded: bool, *args: str) -> dict[str, Any]:
         raise MeasureError("\n".join(done.stderr.strip().splitlines()[-5:]))
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
-
-
-def _free_threaded(python: str) -> bool:
-    """Return True for a free-threaded build (asked before PYTHON_GIL=0, which others refuse)."""
-    probe = "import sysconfig; print(int(bool(sysconfig.get_config_var('Py_GIL_DISABLED'))))"
-    done = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
-    return done.stdout.strip() == "1"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -107,14 +89,8 @@ def _cpu_seconds() -> tuple[float, float] | None:
     return machine, own
 
 
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.compare")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.interpreters")
     parser.add_argument(
         "--python",
         action="append",
@@ -136,7 +112,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         args.repeats = args.repeats or 1
         args.rounds = args.rounds or 1
         args.target_seconds = args.target_seconds or 0.05
-    args.workers = sorted(set(args.workers or [1, 2, 4, 8, _cores()]) | {1})
+    args.workers = sorted(set(args.workers or [1, 2, 4, 8, cores()]) | {1})
     args.repeats = args.repeats or 3
     args.rounds = args.rounds or 2
     args.target_seconds = args.target_seconds or 1.0
@@ -235,11 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the comparison; return the exit status (1 when a measurement failed)."""
     args = _parse(argv)
     pythons = dict(spec.split("=", 1) for spec in args.python)
-    start, loadavg_before, cpu_before = time.time(), _loadavg(), _cpu_seconds()
+    start, loadavg_before, cpu_before = time.time(), loadavg(), _cpu_seconds()
     results = Results(
         machine={
-            "cpu_model": _cpu_model(),
-            "cores": _cores(),
+            "cpu_model": cpu_model(),
+            "cores": cores(),
             "platform": platform.platform(),
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
             "loadavg_before": loadavg_before,
@@ -258,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         failures=[],
     )
     for label, python in pythons.items():
-        results["interpreters"][label] = info = _measure(python, _free_threaded(python), "info")
+        results["interpreters"][label] = info = _measure(python, is_free_threaded(python), "info")
         print(f"{label}: {python}: Python {info['version']}, GIL enabled: {info['gil_enabled']}")
         if info["free_threaded"] and info["gil_enabled"]:
             sys.exit(f"{label}: {python} runs with the GIL enabled despite PYTHON_GIL=0")
@@ -273,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if workload is not None:
             results["workloads"].append(workload)
             _time_workload(args, workload, interpreters, results)
-    results["machine"]["loadavg_after"] = _loadavg()
+    results["machine"]["loadavg_after"] = loadavg()
     results["machine"]["duration_s"] = time.time() - start
     cpu_after = _cpu_seconds()
     if cpu_before is not None and cpu_after is not None:

@@ -1,6 +1,8 @@
 """The comparison report: a Markdown table and a speedup plot, from saved results.
 
-Regenerate them without re-running anything: ``python -m benchmarks.report RESULTS.json``.
+Regenerate them without re-running anything::
+
+    python -m benchmarks.interpreters.report RESULTS.json
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results import Results, Run, load, median, speedup
+from benchmarks.interpreters.results import Results, Run, load, median, speedup
 
 __all__ = ["PLOT", "REPORT", "same_configure_flags", "write_markdown", "write_plot"]
 
@@ -248,7 +250,7 @@ def write_plot(results: Results, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: rewrite the report and plot next to (or away from) a results file."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.report")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.interpreters.report")
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, help="directory (default: that of RESULTS)")
     args = parser.parse_args(argv)

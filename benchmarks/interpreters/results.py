@@ -45,7 +45,7 @@ class Results(TypedDict):
 
     machine: dict[str, Any]
     settings: dict[str, Any]
-    interpreters: dict[str, dict[str, Any]]  # label -> `benchmarks.measure.info()`
+    interpreters: dict[str, dict[str, Any]]  # label -> `benchmarks.interpreters.measure.info()`
     workloads: list[Workload]
     runs: list[Run]
     failures: list[Failure]

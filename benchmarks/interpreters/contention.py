@@ -2,7 +2,7 @@
 
 ::
 
-    PYTHON_GIL=0 python -m benchmarks.contention [--workload NAME ...] [--repeats 5]
+    PYTHON_GIL=0 python -m benchmarks.interpreters.contention [--workload NAME ...] [--repeats 5]
 
 On a free-threaded build, an object's reference count is cheap to change only for the thread
 that created it; every other thread changes it with an atomic operation on a shared cache line.
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 
 import threadensemble as te
-from benchmarks.measure import SEED, calibrate, timed_run
+from benchmarks.interpreters.measure import SEED, calibrate, timed_run
 from benchmarks.workloads import build, workloads
 
 __all__ = ["main"]
@@ -62,7 +62,7 @@ def _private(ref: str, n: int) -> float:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Print one row per workload: times and 2-worker speedups, shared and private."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.contention")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.interpreters.contention")
     parser.add_argument("--workload", action="append", choices=list(workloads()))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="1-worker run length")

@@ -1,4 +1,4 @@
-"""What runs in the worker processes of `benchmarks.processes`: getting the model, computing.
+"""What runs in the workers of `benchmarks.pools`: getting the model, computing.
 
 A process cannot share the parent's model: it gets a *payload* and loads the model from it.
 
@@ -9,7 +9,11 @@ A process cannot share the parent's model: it gets a *payload* and loads the mod
 - `Shared`: the model pickled with its large arrays moved into `multiprocessing.shared_memory`
   blocks; the worker maps them (zero copies, like threads, but only for plain arrays).
 
-Realization ``k`` is seeded exactly as `threadensemble.simulate_ensemble` seeds it, so every
+- `Inherited`: the model itself, inherited by forked workers (nothing pickled).
+
+Threads share the model as it is and keep a deep copy of the state each (`thread_state`), as
+threadensemble's threads do.  Realization ``k`` is seeded exactly as
+`threadensemble.simulate_ensemble` seeds it (`threadensemble.realization_seed`), so every
 runner computes bit-identical realizations.
 """
 
@@ -29,31 +33,51 @@ import numpy as np
 import xarray as xr
 
 import threadensemble as te
-from threadensemble._context import realization_context
-from threadensemble._results import to_dataset
-from threadensemble._rng import realization_streams
 
 __all__ = [
+    "Inherited",
     "Payload",
     "Pickled",
     "Rebuilt",
     "Shared",
     "initialize",
+    "mpire_init",
+    "mpire_realization",
     "realization",
     "realization_from",
+    "realization_in_thread",
     "realization_in_worker",
     "share_arrays",
+    "thread_state",
 ]
 
 
 def realization(spec: te.ModelSpec, state: Any, seed: int, k: int) -> xr.Dataset:
-    """Compute realization ``k`` of ``spec`` with ``state``, seeded as threadensemble does."""
+    """Compute realization ``k`` of ``spec`` with ``state``, seeded as threadensemble does.
+
+    The examples return Datasets, as every runner must (each assembles them the same way).
+    """
     kwargs = dict(spec.kwargs)
     if spec.inject is not None:
         kwargs[spec.inject] = state
-    root = np.random.SeedSequence(seed, spawn_key=(k,))
-    with realization_streams(root), realization_context(k, threading.Event()):
-        return to_dataset(spec.simulate(*spec.args, **kwargs))
+    te.reseed(te.realization_seed(seed, k))
+    ds: xr.Dataset = spec.simulate(*spec.args, **kwargs)
+    return ds
+
+
+_local = threading.local()  # a thread's own copy of the state (threads runners)
+
+
+def thread_state(spec: te.ModelSpec) -> Any:
+    """Return the calling thread's deep copy of ``spec.state``, made on its first call."""
+    if not hasattr(_local, "state"):
+        _local.state = copy.deepcopy(spec.state)
+    return _local.state
+
+
+def realization_in_thread(spec: te.ModelSpec, seed: int, k: int) -> xr.Dataset:
+    """Compute realization ``k`` in a worker thread, with that thread's state copy."""
+    return realization(spec, thread_state(spec), seed, k)
 
 
 @dataclass(frozen=True)
@@ -101,7 +125,21 @@ class Shared:
         return spec
 
 
-Payload = Pickled | Rebuilt | Shared
+class Inherited:
+    """The model itself, for forked workers: they inherit it, nothing is pickled."""
+
+    def __init__(self, spec: te.ModelSpec) -> None:
+        self.spec = spec
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an Inherited model reaches only forked workers (nothing is pickled)")
+
+    def load(self) -> te.ModelSpec:
+        """Return the model."""
+        return self.spec
+
+
+Payload = Pickled | Rebuilt | Shared | Inherited
 
 
 class _SharingPickler(pickle.Pickler):
@@ -165,3 +203,16 @@ def realization_from(payload: Payload, seed: int, k: int) -> xr.Dataset:
     """Compute realization ``k`` with the model of ``payload``, sent along with the task."""
     spec = payload.load()
     return realization(spec, copy.deepcopy(spec.state), seed, k)
+
+
+def mpire_init(shared: tuple[te.ModelSpec, int], worker_state: dict[str, Any]) -> None:
+    """mpire worker initializer: this worker's deep copy of the state, in its worker state."""
+    worker_state["state"] = copy.deepcopy(shared[0].state)
+
+
+def mpire_realization(
+    shared: tuple[te.ModelSpec, int], worker_state: dict[str, Any], k: int
+) -> xr.Dataset:
+    """Compute realization ``k`` in an mpire worker (shared: the model and the seed)."""
+    spec, seed = shared
+    return realization(spec, worker_state["state"], seed, k)

@@ -1,30 +1,35 @@
-"""Benchmark: threadensemble against process-based ensembles, on every example model.
+"""Benchmark: threadensemble against thread and process pools, on every example model.
 
 ::
 
-    python -m benchmarks.processes --python 3.13=PATH --python 3.13t=PATH [--smoke]
+    python -m benchmarks.pools --python 3.13=PATH --python 3.13t=PATH [--smoke] [--long]
 
 For each interpreter and example, the same realizations with the same seed go through every
-runner of `benchmarks.processes_runners`: a serial loop, threadensemble, `multiprocessing.Pool`
-(spawn, chunksize, shared memory for large arrays), `ProcessPoolExecutor` (spawn, model
-pickled with every task or rebuilt per worker) and joblib (loky, cloudpickle).  Every run is a
-fresh process (so process pools pay their start-up every time, as in a real run), sampled by
-psutil for the summed RSS of its whole process tree.  ``--workers`` runs are repeated and timed
-(median); one run at ``--memory-workers`` measures memory.  Free-threaded interpreters run with
-``PYTHON_GIL=0``; BLAS and OpenMP pools are limited to one thread.  Writes
-``processes.json``, ``processes.md`` and ``processes.png`` into ``--out``.
+runner of `benchmarks.pools.runners`: a serial loop; threadensemble on threads and on
+processes; a hand-rolled `ThreadPoolExecutor` with a thread-local state copy (the library's own
+overhead is the gap to it); joblib threads and mpire threading; `multiprocessing.Pool` with
+fork and with spawn; `ProcessPoolExecutor`; joblib loky; mpire fork.  Every run is a fresh
+process (interpreter start, imports, model build, pool start-up and teardown all count), and
+psutil samples the summed PSS of its process tree (`benchmarks.pools.memory`).
+
+Each example runs at two lengths: ``short`` (a few seconds serially: start-up matters) and,
+with ``--long``, ``long``: realizations scaled up so that the serial loop takes at least
+``--long-seconds`` (20).  ``--repeats`` interleaved runs per row (median); one more run per
+runner at ``--memory-workers`` (8) measures memory, at the short length.  Free-threaded
+interpreters run with ``PYTHON_GIL=0``; BLAS and OpenMP pools are limited to one thread.
+Writes ``processes.json``, ``processes.md`` and ``processes.png`` into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import math
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,16 +38,23 @@ from typing import Any
 
 import psutil
 
-from benchmarks.processes_report import write_report
-from benchmarks.processes_runners import RUNNERS
+from benchmarks.common import (
+    ROOT,
+    THREAD_ENV,
+    child_env,
+    cores,
+    cpu_model,
+    is_free_threaded,
+    loadavg,
+)
+from benchmarks.pools.memory import SAMPLE_S, TreeMemory, memory_kind
+from benchmarks.pools.report import write_report
+from benchmarks.pools.runners import OPTIONAL, RUNNERS
 
 __all__ = ["CASES", "main"]
 
-ROOT = Path(__file__).resolve().parents[1]
-THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SEED = 20_250_101
-SAMPLE_S = 0.025  # memory sampling period
-TIMEOUT_S = 600
+TIMEOUT_S = 1800
 IDLE_CPU_PERCENT = 10.0  # a run starts once the machine is this idle...
 IDLE_WAIT_S = 30.0  # ...or after waiting this long
 IDLE_BUDGET_S = 240.0  # waits of all the runs of one interpreter, at most
@@ -75,42 +87,6 @@ CASES = {
 """Example -> sizes: every example of `threadensemble.examples` except none."""
 
 
-class TreeMemory:
-    """Samples the summed RSS of a process and all its descendants, in a background thread."""
-
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        procs: dict[int, psutil.Process] = {}
-        tick = 0
-        while not self._stop.wait(SAMPLE_S):
-            if tick % 4 == 0:  # listing descendants scans /proc: less often than sampling
-                try:
-                    tree = [self.root, *self.root.children(recursive=True)]
-                except psutil.NoSuchProcess:
-                    return
-                procs = {p.pid: procs.get(p.pid, p) for p in tree}
-            tick += 1
-            total = 0
-            for proc in procs.values():
-                try:
-                    total += proc.memory_info().rss
-                except psutil.NoSuchProcess:
-                    continue
-            self.peak = max(self.peak, total)
-
-    def stop(self) -> int:
-        """Stop sampling; return the peak, bytes."""
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
 @dataclass(frozen=True)
 class Interpreter:
     """An interpreter to benchmark."""
@@ -120,23 +96,31 @@ class Interpreter:
     free_threaded: bool
     version: str
 
+    missing: tuple[str, ...]  # optional modules it lacks (their runners are skipped)
+
     @classmethod
     def probe(cls, label: str, python: str) -> Interpreter:
         """Ask ``python`` what it is (before setting PYTHON_GIL, which standard builds refuse)."""
+        free = is_free_threaded(python)
         code = (
-            "import sys, sysconfig; print(int(bool(sysconfig.get_config_var('Py_GIL_DISABLED'))));"
-            " print(sys.version.replace(chr(10), ' '))"
+            "import importlib.util, sys; print(sys.version.replace(chr(10), ' '));"
+            f" print(' '.join(m for m in {sorted(set(OPTIONAL.values()))!r}"
+            " if importlib.util.find_spec(m) is None))"
         )
-        done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
-        free, version = done.stdout.strip().split("\n", 1)
-        return cls(label, python, free == "1", version)
+        env = child_env({}, free)
+        done = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
+        version, _, missing = done.stdout.rstrip("\n").partition("\n")
+        return cls(label, python, free, version, tuple(missing.split()))
 
     def env(self) -> dict[str, str]:
         """Return the environment of its runs."""
-        env = {**os.environ, **THREAD_ENV}
-        if self.free_threaded:
-            env["PYTHON_GIL"] = "0"
-        return env
+        return child_env(THREAD_ENV, self.free_threaded)
+
+    def runners(self) -> list[str]:
+        """Return the runners it can run."""
+        return [r for r in RUNNERS if OPTIONAL.get(r) not in self.missing]
 
 
 class IdleGate:
@@ -169,15 +153,17 @@ def measure(
     workers: int,
     case: tuple[int, dict[str, Any]],
     gate: IdleGate,
+    memory_kind: str,
 ) -> dict[str, Any]:
-    """Run one ensemble in a fresh process; return its result with the tree's peak RSS."""
+    """Run one ensemble in a fresh process; return its result with the tree's peak memory."""
     n, params = case
     idle = gate.wait()
     command = [
-        interpreter.python, "-m", "benchmarks.processes_runners", example, runner,
+        interpreter.python, "-m", "benchmarks.pools.runners", example, runner,
         f"--workers={workers}", f"--realizations={n}", f"--seed={SEED}",
         f"--params={json.dumps(params)}",
     ]  # fmt: skip
+    started = time.perf_counter()
     with subprocess.Popen(
         command,
         cwd=ROOT,
@@ -186,78 +172,104 @@ def measure(
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        memory = TreeMemory(proc.pid)
+        memory = TreeMemory(proc.pid, memory_kind)
         try:
             out, err = proc.communicate(timeout=TIMEOUT_S)
         finally:
             peak = memory.stop()
+    process_s = time.perf_counter() - started  # interpreter start and imports included
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err.strip()[-2000:]}")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return {**result, "peak_rss": peak, "started_idle": idle}
-
-
-def _loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    if "unavailable" in result:
+        return result
+    return {**result, "process_s": process_s, "peak_memory": peak, "started_idle": idle}
 
 
 def machine() -> dict[str, Any]:
     """Return what the machine is: CPU model, usable cores, memory, OS."""
-    models = [
-        line.partition(":")[2].strip()
-        for line in Path("/proc/cpuinfo").read_text().splitlines()
-        if line.startswith("model name")
-    ]
     return {
-        "cpu_model": models[0] if models else platform.processor(),
-        "cores": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model(),
+        "cores": cores(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "platform": platform.platform(),
     }
 
 
+def _long_realizations(short_n: int, serial_s: float, target_s: float, workers: int) -> int:
+    """Return the realizations of the long length: serial at least ``target_s``."""
+    scale = max(2.0, target_s / serial_s)
+    return workers * math.ceil(short_n * scale / workers)
+
+
 def run_interpreter(interpreter: Interpreter, args: argparse.Namespace) -> dict[str, Any]:
-    """Run every example and runner on one interpreter; return the rows and the load."""
+    """Run every example, length and runner on one interpreter; return the rows and the load."""
     rows: list[dict[str, Any]] = []
     gate = IdleGate(IDLE_WAIT_S, IDLE_BUDGET_S)
-    loadavg_before, start = _loadavg(), time.time()
+    loadavg_before, start = loadavg(), time.time()
+    runners = interpreter.runners()
+    unavailable: dict[str, str] = {}  # "example / runner" -> why it could not run
     for example in args.examples:
         spec = CASES[example]
-        case = (
+        n, params = (
             (spec.smoke_realizations, spec.smoke_params)
             if args.smoke
             else (spec.realizations, spec.params)
         )
-        passes = {args.workers: args.repeats}
-        passes.setdefault(args.memory_workers, 1)
-        for workers, repeats in passes.items():
-            runners = [r for r in RUNNERS if r != "serial" or workers == args.workers]
-            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runners}
-            for _ in range(repeats):  # interleaved, so that load from elsewhere hits all alike
-                for name in runners:
-                    result = measure(interpreter, example, name, workers, case, gate)
-                    runs[name].append(result)
-            for name, results in runs.items():
-                rows.append(_row(example, name, workers, case[0], results))
-                print(_describe(interpreter.label, rows[-1]), flush=True)
+        for length in args.lengths:
+            if length == "long":
+                serial = next(
+                    r for r in rows
+                    if (r["example"], r["runner"], r["length"]) == (example, "serial", "short")
+                )  # fmt: skip
+                serial_s = statistics.median(serial["times_s"])
+                n = _long_realizations(n, serial_s, args.long_seconds, args.workers)
+            passes = {args.workers: args.repeats}
+            if length == "short":
+                passes.setdefault(args.memory_workers, 1)
+            for workers, repeats in passes.items():
+                names = [
+                    r for r in runners
+                    if (r != "serial" or workers == args.workers)
+                    and f"{example} / {r}" not in unavailable
+                ]  # fmt: skip
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+                for _ in range(repeats):  # interleaved, so that load elsewhere hits all alike
+                    for name in list(names):
+                        result = measure(
+                            interpreter, example, name, workers, (n, params), gate, args.memory
+                        )
+                        if "unavailable" in result:
+                            unavailable[f"{example} / {name}"] = result["unavailable"]
+                            names.remove(name)
+                            del runs[name]
+                        else:
+                            runs[name].append(result)
+                for name, results in runs.items():
+                    rows.append(_row(example, length, name, workers, n, results))
+                    print(_describe(interpreter.label, rows[-1]), flush=True)
     return {
         "rows": rows,
+        "skipped_runners": [r for r in RUNNERS if r not in runners],
+        "unavailable": unavailable,
         "loadavg_before": loadavg_before,
-        "loadavg_after": _loadavg(),
+        "loadavg_after": loadavg(),
         "duration_s": time.time() - start,
     }
 
 
 def _row(
-    example: str, runner: str, workers: int, n: int, results: list[dict[str, Any]]
+    example: str, length: str, runner: str, workers: int, n: int, results: list[dict[str, Any]]
 ) -> dict[str, Any]:
     return {
         "example": example,
+        "length": length,
         "runner": runner,
         "workers": 1 if runner == "serial" else workers,
         "realizations": n,
         "times_s": [r["seconds"] for r in results],
-        "peak_rss": max(r["peak_rss"] for r in results),
+        "process_times_s": [r["process_s"] for r in results],
+        "peak_memory": max(r["peak_memory"] for r in results),
         "transfer": results[0]["transfer"],
         "fingerprints": sorted({r["fingerprint"] for r in results}),
         "gil_enabled": any(r["gil_enabled"] for r in results),
@@ -268,13 +280,13 @@ def _row(
 def _describe(label: str, row: dict[str, Any]) -> str:
     times = ", ".join(f"{t:.2f}" for t in row["times_s"])
     return (
-        f"{label:>6} {row['example']:>9} {row['runner']:>20} {row['workers']} workers: "
-        f"{times} s, peak {row['peak_rss'] / 2**20:.0f} MB"
+        f"{label:>6} {row['example']:>9} {row['length']:>5} {row['runner']:>31} "
+        f"{row['workers']} workers: {times} s, peak {row['peak_memory'] / 2**20:.0f} MB"
     )
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.processes")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pools")
     parser.add_argument(
         "--python",
         action="append",
@@ -283,6 +295,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help="an interpreter, e.g. 3.13t=/tmp/venv313t/bin/python (repeatable)",
     )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, 1 repeat")
+    parser.add_argument("--long", action="store_true", help="also the long length (slow)")
+    parser.add_argument("--long-seconds", type=float, help="serial run of the long length (20)")
     parser.add_argument("--workers", type=int, default=2, help="workers of the timed runs")
     parser.add_argument("--memory-workers", type=int, help="workers of the memory run (8)")
     parser.add_argument("--repeats", type=int, help="timed runs per runner (default 3, smoke 1)")
@@ -294,6 +308,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     args.repeats = args.repeats or (1 if args.smoke else 3)
     args.memory_workers = args.memory_workers or (args.workers if args.smoke else 8)
     args.examples = args.examples or list(CASES)
+    args.lengths = ["short", "long"] if args.long else ["short"]
+    args.long_seconds = args.long_seconds or (2.0 if args.smoke else 20.0)
+    args.memory = memory_kind()
     return args
 
 
@@ -304,13 +321,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {
         "machine": {**machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z")},
         "settings": {
-            "command": "python -m benchmarks.processes " + " ".join(argv or sys.argv[1:]),
+            "command": "python -m benchmarks.pools " + " ".join(argv or sys.argv[1:]),
             "smoke": args.smoke,
             "workers": args.workers,
             "memory_workers": args.memory_workers,
             "repeats": args.repeats,
             "seed": SEED,
             "sample_s": SAMPLE_S,
+            "memory": args.memory,
+            "lengths": args.lengths,
+            "long_seconds": args.long_seconds,
             "idle_cpu_percent": IDLE_CPU_PERCENT,
             "idle_wait_s": IDLE_WAIT_S,
             "idle_budget_s": IDLE_BUDGET_S,
@@ -331,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "python": interpreter.python,
             "version": interpreter.version,
             "free_threaded": interpreter.free_threaded,
+            "missing": list(interpreter.missing),
             **run_interpreter(interpreter, args),
         }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -338,7 +359,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_report(args.out)
     print(f"wrote {args.out}/processes.{{json,md,png}}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,12 @@
 """Measure one workload in the running interpreter; print the result as one JSON line.
 
-Run by `benchmarks.compare`, one process per (interpreter, workload, worker count), so that the
-peak RSS is that of one configuration::
+Run by `benchmarks.interpreters.compare`, one process per (interpreter, workload, worker
+count), so that the peak RSS is that of one configuration::
 
-    python -m benchmarks.measure info
-    python -m benchmarks.measure calibrate MODULE:FACTORY --min-seconds 0.5
-    python -m benchmarks.measure time MODULE:FACTORY --realizations 32 --workers 2 --repeats 5
+    python -m benchmarks.interpreters.measure info
+    python -m benchmarks.interpreters.measure calibrate MODULE:FACTORY --min-seconds 0.5
+    python -m benchmarks.interpreters.measure time MODULE:FACTORY --realizations 32 \
+        --workers 2 --repeats 5
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def time_runs(ref: str, n: int, workers: int, repeats: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.measure")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.interpreters.measure")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info")
     cal = sub.add_parser("calibrate")

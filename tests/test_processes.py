@@ -1,0 +1,214 @@
+"""The process backend: the same ensemble as threads, computed in worker processes.
+
+Real processes (forkserver on Linux): each run starts its workers, about a second here, so the
+tests are few and each checks several things.  Functions and classes given to the workers are
+module-level (or in conftest), so that the workers unpickle them by reference: they are started
+with this process's sys.path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import threadensemble as te
+from conftest import Buffers, attempts, fragile, noisy_walk
+
+WALK = {"args": (0.5,), "state": Buffers(50), "inject": "state", "seed": 7, "progress": False}
+
+
+def _no_hidden_files(directory: Path) -> list[str]:
+    return [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_bitwise_identical_to_threads_in_memory_and_on_disk(tmp_path: Path) -> None:
+    threads = te.simulate_ensemble(noisy_walk, 12, n_workers=3, **WALK)
+    in_memory = te.simulate_ensemble(noisy_walk, 12, n_workers=2, backend="processes", **WALK)
+    xr.testing.assert_identical(threads, in_memory)
+    report = te.last_run_report()
+    assert report is not None and (report.backend, report.n_workers) == ("processes", 2)
+    assert report.worker_cpu_seconds is not None and report.worker_cpu_seconds > 0
+    on_disk = te.simulate_ensemble(
+        noisy_walk, 12, n_workers=2, backend="processes", output_dir=tmp_path, **WALK
+    )
+    xr.testing.assert_identical(threads, on_disk)
+    assert len(list(tmp_path.glob("real_*.nc"))) == 12
+    assert _no_hidden_files(tmp_path) == [], "every temporary file was committed"
+    manifest = json.loads((tmp_path / "threadensemble.json").read_text())
+    assert manifest["completed"] == list(range(12)) and manifest["failed"] == {}
+
+
+def test_failures_retries_resume_and_fail_fast_as_on_threads(tmp_path: Path) -> None:
+    logs = [tmp_path / f"log{i}" for i in range(4)]
+    for log in logs:
+        log.mkdir()
+    out = tmp_path / "run"
+
+    def run(log: Path, kw: dict[str, Any] | None = None, **options: Any) -> xr.Dataset:
+        return te.simulate_ensemble(
+            fragile, 8, **WALK, **options, kwargs={"log": str(log), **(kw or {})}
+        )
+
+    reference = run(logs[0], n_workers=2)
+    with pytest.raises(te.EnsembleError, match="realization 3 failed: ValueError: bad") as info:
+        run(logs[1], backend="processes", n_workers=2, output_dir=out, kw={"fail_on": (3,)})
+    assert info.value.completed == [0, 1, 2, 4, 5, 6, 7]
+    assert any("bad realization 3" in note for note in info.value.__notes__)
+    assert sorted(p.name for p in out.glob("real_*.nc")) == [
+        f"real_{k:05d}.nc" for k in (0, 1, 2, 4, 5, 6, 7)
+    ]
+    manifest = json.loads((out / "threadensemble.json").read_text())
+    assert manifest["failed"] == {"3": "ValueError: bad realization 3"}
+
+    # The re-run computes only the missing realization, and retries its transient failure.
+    resumed = run(logs[2], backend="processes", n_workers=2, output_dir=out, retries=1,
+                  kw={"fail_first_attempt_on": (3,)})  # fmt: skip
+    assert attempts(logs[2]) == [3, 3]
+    xr.testing.assert_identical(reference, resumed)
+
+    with pytest.raises(te.EnsembleError, match="realization 0 failed"):
+        te.simulate_ensemble(
+            fragile, 40, **WALK, kwargs={"log": str(logs[3]), "fail_on": (0,)},
+            fail_fast=True, backend="processes", n_workers=2,
+        )  # fmt: skip
+    assert len(attempts(logs[3])) < 40, "fail_fast stops submitting"
+
+
+def takes_state(*, s: object) -> dict[str, Any]:
+    return {"x": np.zeros(1)}
+
+
+class OnlyHere:
+    """State that pickles, but that a worker cannot unpickle (a module it lacks, say)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_unpickle_only_in, (os.getpid(),))
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnlyHere:
+        return self
+
+
+def _unpickle_only_in(pid: int) -> OnlyHere:
+    if os.getpid() != pid:
+        raise ModuleNotFoundError("No module named 'mymodels'")
+    return OnlyHere()
+
+
+class CopyableOnlyIn:
+    """State that a worker process can unpickle but not deep-copy (no room, say)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CopyableOnlyIn:
+        if os.getpid() != self.pid:
+            raise MemoryError("no room for another copy")
+        return CopyableOnlyIn(self.pid)
+
+
+def test_a_worker_that_cannot_set_up_stops_the_run_with_the_cause() -> None:
+    with pytest.raises(te.WorkerInitError, match=r"could not unpickle the run's model: .*mymodels"):
+        te.simulate_ensemble(
+            takes_state, 4, state=OnlyHere(), inject="s", progress=False, backend="processes"
+        )
+    with pytest.raises(te.WorkerInitError, match="could not deep-copy the state: MemoryError"):
+        te.simulate_ensemble(
+            takes_state, 4, state=CopyableOnlyIn(os.getpid()), inject="s", progress=False,
+            backend="processes",
+        )  # fmt: skip
+
+
+def corrupts(table: np.ndarray) -> dict[str, Any]:
+    table[0] += 1.0
+    return {"x": table.copy()}
+
+
+def test_protect_shared_in_the_worker_processes() -> None:
+    shared = np.zeros(10)
+    with pytest.raises(te.EnsembleError, match="assignment destination is read-only"):
+        te.simulate_ensemble(
+            corrupts, 2, args=(shared,), protect_shared=True, progress=False, n_workers=1,
+            backend="processes",
+        )  # fmt: skip
+    assert shared.flags.writeable and (shared == 0).all()
+
+
+def test_arguments_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match=r"args\[0\]\['lock'\] cannot be pickled .*processes"):
+        te.simulate_ensemble(
+            takes_state, 2, args=({"lock": threading.Lock()},), output_dir=out,
+            backend="processes",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="backend must be one of 'threads', 'processes'"):
+        te.simulate_ensemble(takes_state, 2, output_dir=out, backend="process")
+    assert not out.exists()
+
+
+INTERRUPTIBLE = """
+import signal, sys, time
+import numpy as np
+import threadensemble as te
+
+
+def slow():
+    k = te.current_realization()
+    for _ in range(int(sys.argv[2])):
+        if te.cancelled():  # polled, so Ctrl-C does not wait for the whole realization
+            break
+        time.sleep(0.01)
+    return {"x": np.full(3, float(k)) + te.get_rng().random(3)}
+
+
+if __name__ == "__main__":  # worker processes import this module: the run starts only here
+    # pytest-xdist workers ignore SIGINT, and a child inherits that: take Ctrl-C as Python does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    te.simulate_ensemble(slow, 40, n_workers=2, seed=1, output_dir=sys.argv[1], progress=False,
+                         backend="processes")
+"""
+
+
+def test_ctrl_c_in_a_terminal_cancels_the_workers_and_a_rerun_resumes(tmp_path: Path) -> None:
+    script = tmp_path / "interruptible.py"
+    script.write_text(INTERRUPTIBLE)
+    out = tmp_path / "run"
+    # A session of its own, so that SIGINT goes to the whole process group, as Ctrl-C in a
+    # terminal does: the workers receive it too, and must leave it to the calling process.
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(out), "30"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 90
+    while len(list(out.glob("real_*.nc"))) < 4:
+        assert child.poll() is None and time.monotonic() < deadline, "run ended before SIGINT"
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGINT)
+    interrupted_at = time.monotonic()
+    _, stderr = child.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 15, "cancellation waited for running work"
+    assert child.returncode != 0 and "KeyboardInterrupt" in stderr
+    assert "BrokenProcessPool" not in stderr and "WorkerInitError" not in stderr, stderr
+    files = sorted(int(p.stem.split("_")[1]) for p in out.glob("real_*.nc"))
+    assert 4 <= len(files) < 40
+    assert _no_hidden_files(out) == [], "no partial or uncommitted files"
+    manifest = json.loads((out / "threadensemble.json").read_text())
+    assert manifest["completed"] == files, "manifest agrees with the files"
+
+    for directory in (out, tmp_path / "uninterrupted"):  # the re-run resumes; a reference run
+        done = subprocess.run(
+            [sys.executable, str(script), str(directory), "0"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "uninterrupted"))
