@@ -8,10 +8,14 @@ One subpackage per suite, shared helpers in one place:
   pools, every example at two lengths (``nox -s processes``);
 - `benchmarks.overhead`: the library's fixed costs (import, first ensemble, µs per no-op
   realization with and without ``output_dir``);
+- `benchmarks.state_memory`: peak memory of a weather-generator-shaped state at 1 to 8 workers,
+  with whole per-thread copies and with ``share_state=True``;
+- `benchmarks.fingerprint`: what the run identity's fingerprint costs on big and on example
+  models;
 - `benchmarks.models`: two workloads of our own (pure-Python CPU-bound, numpy-heavy);
 - `benchmarks.workloads`: the registry of every workload (the package examples plus ours);
 - `benchmarks.common`: what every suite needs (the child processes' environment, the
-  free-threading probe, the machine's description).
+  free-threading probe, the machine's description, peak memory).
 
 The benchmarks use threadensemble's public API only.
 """

@@ -14,9 +14,19 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "THREAD_ENV", "child_env", "cores", "cpu_model", "is_free_threaded", "loadavg"]
+__all__ = [
+    "ROOT",
+    "THREAD_ENV",
+    "child_env",
+    "cores",
+    "cpu_model",
+    "is_free_threaded",
+    "loadavg",
+    "peak_rss_bytes",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 """The repository: child processes run there, so that ``-m benchmarks...`` imports."""
@@ -63,3 +73,13 @@ def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def peak_rss_bytes() -> int | None:
+    """Return the peak resident set size of this process so far (None where unknown)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024

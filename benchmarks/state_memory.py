@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 import threadensemble as te
-from benchmarks.measure import SEED, peak_rss_bytes
+from benchmarks.common import peak_rss_bytes
+from benchmarks.interpreters.measure import SEED
 
 __all__ = ["MultiSite", "Station", "main", "simulate"]
 

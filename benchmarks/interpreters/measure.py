@@ -21,21 +21,12 @@ from dataclasses import asdict
 from typing import Any
 
 import threadensemble as te
+from benchmarks.common import peak_rss_bytes
 from benchmarks.workloads import build
 
-__all__ = ["SEED", "calibrate", "main", "peak_rss_bytes", "timed_run"]
+__all__ = ["SEED", "calibrate", "main", "timed_run"]
 
 SEED = 20_240_601  # every interpreter and worker count computes the same realizations
-
-
-def peak_rss_bytes() -> int | None:
-    """Return the peak resident set size of this process so far (None where unknown)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
 def timed_run(spec: te.ModelSpec, n: int, workers: int, seed: int) -> float:
