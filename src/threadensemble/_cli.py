@@ -18,7 +18,7 @@ from ._netcdf import read_realization, realization_files
 from ._results import REALIZATION_DIM
 from ._runtime import runtime_info
 from ._spec import ModelSpec
-from ._store import MANIFEST_NAME, read_manifest
+from ._store import MANIFEST_NAME, manifest_size, read_manifest
 from .examples import EXAMPLES
 
 __all__ = ["main"]
@@ -148,7 +148,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  no {MANIFEST_NAME}: not written by threadensemble")
     else:
         config = manifest["config"]
-        n = int(config["n_realizations"])
+        n = manifest_size(manifest)
         missing = sorted(set(range(n)) - files.keys())
         print(f"  model: {config['simulate']} (state injected as {config['inject']!r})")
         print(f"  seed: {config['seed'] or config['seed_scheme']}, run {manifest['digest']}")

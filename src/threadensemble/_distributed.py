@@ -96,7 +96,7 @@ def _realize_on_worker(name: str, index: int) -> Outcome:
         return ds
     if run.cancel.is_set():
         raise CancelledError  # the run has stopped: nobody would commit the file
-    path = realization_path(config.output_dir, index, config.n_realizations)
+    path = realization_path(config.output_dir, index)
     return Written(write_temporary(ds, path).name, layout_of(ds, config.ragged))
 
 

@@ -18,7 +18,7 @@ import xarray as xr
 from ._config import RunConfig
 from ._context import realization_context
 from ._results import Layout, to_dataset
-from ._rng import named_seed_sequence, realization_streams
+from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
 from ._state import PerThreadState
 
 __all__ = ["Backend", "Outcome", "Written", "realize", "warm_up"]
@@ -40,7 +40,8 @@ def realize(
     if cancel.is_set():
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
-    with realization_streams(config.seeds[index]), realization_context(index, cancel):
+    seeds = fresh_seed_sequence(config.seeds[index])  # this attempt's own: spawn() is repeatable
+    with realization_streams(seeds), realization_context(index, cancel):
         output = config.simulate(*config.args, **kwargs)
     return to_dataset(output).assign_attrs(config.file_attrs(index))
 
