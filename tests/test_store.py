@@ -86,9 +86,11 @@ def test_seed_none_resumes_with_the_recorded_seed(tmp_path: Path) -> None:
 def test_another_configuration_is_refused_and_nothing_is_touched(tmp_path: Path) -> None:
     run(tmp_path, n=4)
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    with pytest.raises(te.OutputDirError, match=r"another configuration .*args\[0\]: 0.5 there, 0.7"):
+    with pytest.raises(
+        te.OutputDirError, match=r"another configuration .*args\[0\]: 0.5 there, 0.7"
+    ):
         run(tmp_path, n=4, args=(0.7,))
-    with pytest.raises(te.OutputDirError, match="another configuration .*seed"):
+    with pytest.raises(te.OutputDirError, match=r"another configuration .*seed"):
         run(tmp_path, n=4, seed=4)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 

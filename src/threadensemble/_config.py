@@ -214,11 +214,15 @@ def make_config(
             )
         check_picklable(simulate, args=args, kwargs=kw, state=state)
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
-        raise TypeError(f"run_id must be a non-empty str naming the model's version, got {run_id!r}")
+        raise TypeError(
+            f"run_id must be a non-empty str naming the model's version, got {run_id!r}"
+        )
     identity: dict[str, Any] = {}
     if directory is not None:  # identity matters only to an ensemble directory
-        model = {"run_id": run_id} if run_id is not None else _model_record(
-            simulate, args, kw, state, seed_for, warmup
+        model = (
+            {"run_id": run_id}
+            if run_id is not None
+            else _model_record(simulate, args, kw, state, seed_for, warmup)
         )
         identity = {
             "simulate": _qualname(simulate),
@@ -279,7 +283,7 @@ def _model_record(
         shown = ", ".join(fingerprint.opaque[:3]) + (", ..." if len(fingerprint.opaque) > 3 else "")
         raise TypeError(
             f"cannot fingerprint {shown}: with output_dir, the run's identity must show whether "
-            "the directory holds results of this same model; pass run_id=\"...\" naming this "
+            'the directory holds results of this same model; pass run_id="..." naming this '
             "model's version (a run with another run_id is then refused)"
         )
     return fingerprint.record()

@@ -203,12 +203,12 @@ def simulate_ensemble(
         run_id=run_id,
     )
     store = None
-    if config.output_dir is not None:
+    if (directory := config.output_dir) is not None:
         if config.fresh_seed and not overwrite:  # seed=None resumes with the recorded seed
-            recorded = EnsembleStore.recorded_seed(config.output_dir)
+            recorded = EnsembleStore.recorded_seed(directory)
             config = config if recorded is None else with_recorded_seed(config, recorded)
         store = EnsembleStore.check(
-            config.output_dir, config.identity, config.digest, overwrite, config.n_realizations
+            directory, config.identity, config.digest, overwrite, config.n_realizations
         )
     if config.client is None:  # on dask, the workers' interpreters compute
         warn_if_gil_reenabled()

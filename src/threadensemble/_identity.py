@@ -66,6 +66,9 @@ _CONTENTLESS = (
     logging.Logger,
     logging.Handler,
 )
+_INLINE = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
+_PLAIN = frozenset(_INLINE)  # exact types, for the quick path of containers
+_QUICK_CONTAINERS = frozenset((list, tuple, dict))
 _CONSTANT_GLOBALS = (*_ATOMS, np.generic, np.ndarray, tuple, frozenset)
 
 
@@ -89,7 +92,7 @@ class Fingerprint:
         return {"digest": self.digest, "roots": self.roots, "paths": self.paths}
 
 
-def _sha(data: bytes | memoryview | np.ndarray) -> str:
+def _sha(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -110,14 +113,19 @@ def _code_names(code: types.CodeType) -> Iterator[str]:
 
 
 def _code_content(code: types.CodeType) -> str:
+    """Return what identifies ``code``: its source text, or its bytecode without a source.
+
+    The source is the same on every Python version, which compile it to different bytecode.
+    """
+    n_args = code.co_argcount + code.co_kwonlyargcount
     try:
         text = inspect.getsource(code)
-    except (OSError, TypeError):  # defined in a REPL or by exec: the bytecode then
-        text = code.co_code.hex()
-    consts = [
-        _code_content(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
-    ]
-    return repr((text, code.co_names, code.co_varnames, code.co_argcount, consts))
+    except (OSError, TypeError):  # defined in a REPL or by exec
+        consts = [
+            _code_content(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
+        ]
+        return repr((code.co_code.hex(), code.co_names, code.co_varnames, consts))
+    return repr((text, code.co_qualname, code.co_varnames[:n_args]))
 
 
 def _array_token(array: np.ndarray) -> str:
@@ -126,7 +134,7 @@ def _array_token(array: np.ndarray) -> str:
         return head  # its elements are the node's children
     buffer = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     shown = f" {np.array2string(array, threshold=6)}" if array.size <= 6 else ""
-    return f"{head} {_sha(buffer)[:16]}{shown}"
+    return f"{head} {_sha(buffer.data)[:16]}{shown}"
 
 
 def _token(obj: Any) -> str | None:
@@ -134,7 +142,9 @@ def _token(obj: Any) -> str | None:
     if isinstance(obj, bool | int | float | complex | str | bytes | type(None)):
         return repr(obj)
     if isinstance(obj, np.generic):
-        return f"{obj!r} {obj.dtype.str} {_sha(np.asarray(obj).reshape(-1).view(np.uint8))[:16]}"
+        return (
+            f"{obj!r} {obj.dtype.str} {_sha(np.asarray(obj).reshape(-1).view(np.uint8).data)[:16]}"
+        )
     if isinstance(obj, np.ndarray):
         return _array_token(obj)
     if isinstance(obj, types.CodeType):
@@ -161,22 +171,28 @@ def _token(obj: Any) -> str | None:
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set for classes made at run time (class statements)
 
 
-@functools.lru_cache(maxsize=1024)
+_C_FIELDS: dict[type, bool] = {}  # class -> _has_c_fields (used by the calling thread only)
+
+
 def _has_c_fields(cls: type) -> bool:
     """Whether instances of ``cls`` hold content outside ``__dict__`` and ``__slots__``.
 
     True for extension types (an open file, a Cython class): a class statement adds at most the
     ``__dict__`` and ``__weakref__`` pointers and one pointer per slot to its base's size.
     """
-    for klass in cls.__mro__[:-1]:
-        if not klass.__flags__ & _HEAP_TYPE:
-            return True
-        slots = vars(klass).get("__slots__", ())
-        n_slots = 1 if isinstance(slots, str) else len(slots)
-        base = klass.__base__ or object
-        if klass.__basicsize__ - base.__basicsize__ > 8 * n_slots + 16:
-            return True
-    return False
+    known = _C_FIELDS.get(cls)
+    if known is None:
+        known = False
+        for klass in cls.__mro__[:-1]:
+            slots = vars(klass).get("__slots__", ())
+            n_slots = 1 if isinstance(slots, str) else len(slots)
+            base = klass.__base__ or object
+            grown = klass.__basicsize__ - base.__basicsize__
+            if not klass.__flags__ & _HEAP_TYPE or grown > 8 * n_slots + 16:
+                known = True
+                break
+        _C_FIELDS[cls] = known
+    return known
 
 
 def _reduced(obj: Any) -> tuple[Any, ...] | None:
@@ -199,9 +215,7 @@ def _function_extras(func: types.FunctionType) -> Iterator[tuple[str, Any]]:
         if name not in module_globals:
             continue
         value = module_globals[name]
-        own_function = (
-            isinstance(value, types.FunctionType) and value.__module__ == func.__module__
-        )
+        own_function = isinstance(value, types.FunctionType) and value.__module__ == func.__module__
         if own_function or isinstance(value, _CONSTANT_GLOBALS):
             yield f".<global {name}>", value
 
@@ -234,7 +248,7 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
     elif isinstance(obj, weakref.ref):
         yield ".<referent>", obj()
     elif not isinstance(obj, (*_ATOMS, *_BY_NAME, functools.partial, np.random.Generator)):
-        call = getattr(type(obj), "__call__", None)
+        call = vars(type(obj)).get("__call__") if callable(obj) else None
         if isinstance(call, types.FunctionType):
             yield ".<class __call__>", call
         if not isinstance(obj, Mapping | list | tuple | set | frozenset) and _has_c_fields(
@@ -257,15 +271,34 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
 
 
 class _Frame:
-    """A node being hashed: its children are hashed first (post-order, on an explicit stack)."""
+    """A node being hashed: its children are hashed first (post-order, on an explicit stack).
 
-    __slots__ = ("children", "depth", "hasher", "obj", "path", "suffix", "token", "wide")
+    Paths are built only for the nodes recorded (``parent`` and ``suffix`` make them), so a
+    deep object graph (a linked list of cells) costs linear, not quadratic, time.
+    """
 
-    def __init__(self, path: str, suffix: str, obj: Any, depth: int, token: str) -> None:
-        self.path, self.suffix, self.obj, self.depth, self.token = path, suffix, obj, depth, token
+    __slots__ = ("children", "depth", "hasher", "obj", "parent", "suffix", "token", "wide")
+
+    def __init__(
+        self, parent: _Frame | None, suffix: str, obj: Any, depth: int, token: str
+    ) -> None:
+        self.parent, self.suffix, self.obj = parent, suffix, obj
+        self.depth, self.token = depth, token
         self.children = _own_children(obj)
         self.hasher = hashlib.sha256(token.encode())
         self.wide = False  # whether any child was hashed into it
+
+    def path(self) -> str:
+        parts = []
+        frame: _Frame | None = self
+        while frame is not None:
+            parts.append(frame.suffix)
+            frame = frame.parent
+        return "".join(reversed(parts))
+
+
+# depth, order, parent, suffix, record (or the ancestor a cycle returns to: named when shown)
+_Node = tuple[int, int, "_Frame | None", str, "str | _Frame"]
 
 
 class _Walk:
@@ -273,43 +306,83 @@ class _Walk:
 
     def __init__(self) -> None:
         self.done: dict[int, tuple[Any, str]] = {}  # id -> (object, digest): holding the object
-        self.active: dict[int, str] = {}  # id -> path, of the objects being hashed (cycles)
-        self.nodes: list[tuple[int, int, str, str]] = []  # depth, order, path, record
+        self.active: dict[int, _Frame] = {}  # id -> frame, of the objects being hashed (cycles)
+        self.nodes: list[_Node] = []  # candidates for the record: the shallowest ones
+        self.order = 0
+        self.too_deep = 1 << 62  # nodes this deep cannot be among the shallowest any more
         self.opaque: list[str] = []
 
-    def _note(self, depth: int, path: str, record: str) -> None:
-        self.nodes.append((depth, len(self.nodes), path, record))
+    def _note(self, depth: int, parent: _Frame | None, suffix: str, record: str | _Frame) -> None:
+        self.order += 1
+        if depth >= self.too_deep:
+            return
+        self.nodes.append((depth, self.order, parent, suffix, record))
+        if len(self.nodes) >= 4 * MAX_RECORDED_PATHS:  # keep the shallowest (then earliest)
+            self.nodes.sort(key=lambda n: n[:2])
+            del self.nodes[MAX_RECORDED_PATHS:]
+            self.too_deep = self.nodes[-1][0]
 
-    def _enter(self, path: str, suffix: str, obj: Any, depth: int) -> str | _Frame:
+    def _enter(self, parent: _Frame | None, suffix: str, obj: Any, depth: int) -> str | _Frame:
         """Return the digest of a node known at once, or the frame of one to expand."""
-        if isinstance(obj, (*_ATOMS, np.generic)) or (
-            type(obj) is np.ndarray and not obj.dtype.hasobject and id(obj) not in self.done
-        ):
-            token = _token(obj)
-            assert token is not None
-            digest = _sha(token.encode())
-            if type(obj) is np.ndarray:
-                self.done[id(obj)] = (obj, digest)
-            self._note(depth, path, _show(token))
-            return digest
         key = id(obj)
+        if isinstance(obj, _INLINE):
+            token = repr(obj)
+            self._note(depth, parent, suffix, _show(token))
+            return "v" + token  # hashed into the parent as it is
         if key in self.done:
             digest = self.done[key][1]
-            self._note(depth, path, f"same as elsewhere {digest[:16]}")
+            self._note(depth, parent, suffix, f"same as elsewhere {digest[:16]}")
+            return digest
+        if (type(obj) is np.ndarray and not obj.dtype.hasobject) or isinstance(obj, np.generic):
+            leaf = _token(obj)
+            assert leaf is not None
+            digest = "d" + _sha(leaf.encode())
+            self.done[key] = (obj, digest)
+            self._note(depth, parent, suffix, _show(leaf))
             return digest
         if key in self.active:
-            self._note(depth, path, f"cycle to {self.active[key]}")
-            return _sha(f"cycle {self.active[key]}".encode())
-        token = _token(obj)
-        if token is None:
+            ancestor = self.active[key]
+            self._note(depth, parent, suffix, ancestor)
+            return f"cycle {depth - ancestor.depth}"
+        content = _token(obj)
+        if content is not None and type(obj) in _QUICK_CONTAINERS:
+            quick = self._quick(obj, depth, content)
+            if quick is not None:
+                self.done[key] = (obj, quick[0])
+                self._note(depth, parent, suffix, quick[1])
+                return quick[0]
+        if content is None:
+            path = (parent.path() if parent is not None else "") + suffix
             self.opaque.append(f"{path} ({type(obj).__qualname__})")
-            token = f"unreadable {type(obj).__qualname__}"
-        self.active[key] = path
-        return _Frame(path, suffix, obj, depth, token)
+            content = f"unreadable {type(obj).__qualname__}"
+        frame = _Frame(parent, suffix, obj, depth, content)
+        self.active[key] = frame
+        return frame
 
-    def digest(self, path: str, obj: Any) -> str:
-        """Return the Merkle digest of ``obj`` reached at ``path`` (iterative: no recursion)."""
-        first = self._enter(path, "", obj, 0)
+    def _quick(self, obj: Any, depth: int, token: str) -> tuple[str, str] | None:
+        """Hash a list, tuple or dict of scalars and finished objects without a frame.
+
+        The digest is the one the frame would compute; None when an element needs its own.
+        """
+        parts = [token]
+        plain = True
+        for suffix, child in children(obj):
+            if type(child) in _PLAIN:
+                found = "v" + repr(child)
+            elif id(child) in self.done:
+                found, plain = self.done[id(child)][1], False
+            elif id(child) in self.active:
+                found, plain = f"cycle {depth + 1 - self.active[id(child)].depth}", False
+            else:
+                return None
+            parts.append(f"{suffix}\0{found}\0")
+        digest = "d" + _sha("".join(parts).encode())
+        shown = _show(repr(obj)) if plain else f"{_show(token)} {digest[1:17]}"
+        return digest, shown
+
+    def digest(self, name: str, obj: Any) -> str:
+        """Return the Merkle digest of ``obj``, the root ``name`` (iterative: no recursion)."""
+        first = self._enter(None, name, obj, 0)
         if isinstance(first, str):
             return first
         stack = [first]
@@ -318,7 +391,7 @@ class _Walk:
             step = next(top.children, None)
             if step is not None:
                 suffix, child = step
-                found = self._enter(top.path + suffix, suffix, child, top.depth + 1)
+                found = self._enter(top, suffix, child, top.depth + 1)
                 if isinstance(found, str):
                     top.hasher.update(f"{suffix}\0{found}\0".encode())
                     top.wide = True
@@ -326,25 +399,35 @@ class _Walk:
                     stack.append(found)
                 continue
             stack.pop()
-            digest = top.hasher.hexdigest()
+            digest = "d" + top.hasher.hexdigest()
             del self.active[id(top.obj)]
             self.done[id(top.obj)] = (top.obj, digest)
             shown = _show(top.token)
-            self._note(top.depth, top.path, f"{shown} {digest[:16]}" if top.wide else shown)
+            record = f"{shown} {digest[1:17]}" if top.wide else shown
+            self._note(top.depth, top.parent, top.suffix, record)
             if not stack:
                 return digest
             stack[-1].hasher.update(f"{top.suffix}\0{digest}\0".encode())
             stack[-1].wide = True
 
+    def records(self) -> dict[str, str]:
+        """Return path -> record of the `MAX_RECORDED_PATHS` shallowest nodes, in walk order."""
+        shallowest = sorted(self.nodes, key=lambda n: n[:2])[:MAX_RECORDED_PATHS]
+        shallowest.sort(key=lambda n: n[1])
+        return {
+            (parent.path() if parent is not None else "") + suffix: (
+                record if isinstance(record, str) else f"cycle to {record.path()}"
+            )
+            for _, _, parent, suffix, record in shallowest
+        }
+
 
 def model_fingerprint(roots: Mapping[str, Any]) -> Fingerprint:
     """Fingerprint the model given by name: ``{"simulate": f, "args[0]": a, ...}``."""
     walk = _Walk()
-    digests = {name: walk.digest(name, obj) for name, obj in roots.items()}
+    digests = {name: _sha(walk.digest(name, obj).encode()) for name, obj in roots.items()}
     total = _sha("\0".join(f"{name}\0{d}" for name, d in digests.items()).encode())
-    shallowest = sorted(walk.nodes)[:MAX_RECORDED_PATHS]
-    paths = {path: record for _, _, path, record in sorted(shallowest, key=lambda n: n[1])}
-    return Fingerprint(total, digests, paths, walk.opaque)
+    return Fingerprint(total, digests, walk.records(), walk.opaque)
 
 
 def _under(path: str, ancestor: str) -> bool:
@@ -375,9 +458,7 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
         deepest = [p for p in differing if not any(_under(q, p) for q in differing)]
         for p in deepest:
             old, new = old_paths.get(p), new_paths.get(p)
-            if old is not None and new is not None and old.startswith("code ") and (
-                new.startswith("code ")
-            ):
+            if (old or "").startswith("code ") and (new or "").startswith("code "):
                 found.append(f"{p.removesuffix('.__code__')}: code changed")
             else:
                 found.append(f"{p}: {old or '(absent)'} there, {new or '(absent)'} here")

@@ -33,8 +33,8 @@ from ._netcdf import (
     realization_path,
     write_atomic,
 )
-from ._runtime import runtime_info
 from ._results import CONCAT_OPTIONS, REALIZATION_DIM, assemble, label_realizations
+from ._runtime import runtime_info
 
 __all__ = [
     "MANIFEST_NAME",
@@ -107,9 +107,7 @@ class EnsembleStore:
     directory is reported before any thread starts or any file is touched; then `open` it.
     """
 
-    def __init__(
-        self, output_dir: Path, config: Mapping[str, Any], digest: str, size: int
-    ) -> None:
+    def __init__(self, output_dir: Path, config: Mapping[str, Any], digest: str, size: int) -> None:
         self.output_dir = output_dir
         self.config = dict(config)
         self.digest = digest
