@@ -69,6 +69,7 @@ _CONTENTLESS = (
 _INLINE = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
 _PLAIN = frozenset(_INLINE)  # exact types, for the quick path of containers
 _QUICK_CONTAINERS = frozenset((list, tuple, dict))
+_QUICK_SIZE = 256
 _CONSTANT_GLOBALS = (*_ATOMS, np.generic, np.ndarray, tuple, frozenset)
 
 
@@ -359,26 +360,40 @@ class _Walk:
         self.active[key] = frame
         return frame
 
-    def _quick(self, obj: Any, depth: int, token: str) -> tuple[str, str] | None:
-        """Hash a list, tuple or dict of scalars and finished objects without a frame.
+    def _quick(
+        self, obj: Any, depth: int, token: str, nested: int = 2
+    ) -> tuple[str, str, bool] | None:
+        """Hash a small list, tuple or dict without a frame: many small objects cost little.
 
-        The digest is the one the frame would compute; None when an element needs its own.
+        Its elements must be scalars, finished objects, or such containers (``nested`` levels
+        deep).  The digest is the one the frame would compute; None when an element needs its
+        own (or the container is large: its elements are then recorded one by one).
         """
+        if len(obj) > _QUICK_SIZE:
+            return None
         parts = [token]
-        plain = True
+        plain = True  # only scalars, at any level: the record shows the value itself
         for suffix, child in children(obj):
+            key = id(child)
             if type(child) in _PLAIN:
                 found = "v" + repr(child)
-            elif id(child) in self.done:
-                found, plain = self.done[id(child)][1], False
-            elif id(child) in self.active:
-                found, plain = f"cycle {depth + 1 - self.active[id(child)].depth}", False
+            elif key in self.done:
+                found, plain = self.done[key][1], False
+            elif key in self.active:
+                found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
+            elif nested and type(child) in _QUICK_CONTAINERS:
+                inner = self._quick(child, depth + 1, f"{type(child).__qualname__} of {len(child)}",
+                                    nested - 1)  # fmt: skip
+                if inner is None:
+                    return None
+                found, plain = inner[0], plain and inner[2]
+                self.done[key] = (child, found)
             else:
                 return None
             parts.append(f"{suffix}\0{found}\0")
         digest = "d" + _sha("".join(parts).encode())
         shown = _show(repr(obj)) if plain else f"{_show(token)} {digest[1:17]}"
-        return digest, shown
+        return digest, shown, plain
 
     def digest(self, name: str, obj: Any) -> str:
         """Return the Merkle digest of ``obj``, the root ``name`` (iterative: no recursion)."""
