@@ -156,3 +156,14 @@ def test_bad_stream_name_is_refused() -> None:
         te.get_rng(3)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="stream name"):
         te.ThreadLocalGenerator(3)  # type: ignore[arg-type]
+
+
+def test_a_fresh_seed_sequence_spawns_what_the_original_did_first() -> None:
+    from threadensemble._rng import fresh_seed_sequence
+
+    kept = np.random.SeedSequence(11, spawn_key=(3,))
+    first = fresh_seed_sequence(kept)
+    children = [c.generate_state(2).tolist() for c in first.spawn(2)]
+    again = fresh_seed_sequence(kept)  # the kept sequence was not advanced by first.spawn
+    assert [c.generate_state(2).tolist() for c in again.spawn(2)] == children
+    assert kept.n_children_spawned == 0
