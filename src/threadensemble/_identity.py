@@ -306,7 +306,8 @@ class _Walk:
     """One fingerprinting walk; ``done`` caches each non-atom object's digest by id."""
 
     def __init__(self) -> None:
-        self.done: dict[int, tuple[Any, str]] = {}  # id -> (object, digest): holding the object
+        # id -> (object, digest, record); holding the object keeps its id from being reused
+        self.done: dict[int, tuple[Any, str, str]] = {}
         self.active: dict[int, _Frame] = {}  # id -> frame, of the objects being hashed (cycles)
         self.nodes: list[_Node] = []  # candidates for the record: the shallowest ones
         self.order = 0
@@ -330,15 +331,15 @@ class _Walk:
             token = repr(obj)
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
-        if key in self.done:
-            digest = self.done[key][1]
-            self._note(depth, parent, suffix, f"same as elsewhere {digest[:16]}")
+        if key in self.done:  # reached again: the same digest and record (shared, not copied)
+            _, digest, record = self.done[key]
+            self._note(depth, parent, suffix, record)
             return digest
         if (type(obj) is np.ndarray and not obj.dtype.hasobject) or isinstance(obj, np.generic):
             leaf = _token(obj)
             assert leaf is not None
             digest = "d" + _sha(leaf.encode())
-            self.done[key] = (obj, digest)
+            self.done[key] = (obj, digest, _show(leaf))
             self._note(depth, parent, suffix, _show(leaf))
             return digest
         if key in self.active:
@@ -349,7 +350,7 @@ class _Walk:
         if content is not None and type(obj) in _QUICK_CONTAINERS:
             quick = self._quick(obj, depth, content)
             if quick is not None:
-                self.done[key] = (obj, quick[0])
+                self.done[key] = (obj, quick[0], quick[1])
                 self._note(depth, parent, suffix, quick[1])
                 return quick[0]
         if content is None:
@@ -387,7 +388,7 @@ class _Walk:
                 if inner is None:
                     return None
                 found, plain = inner[0], plain and inner[2]
-                self.done[key] = (child, found)
+                self.done[key] = (child, found, inner[1])
             else:
                 return None
             parts.append(f"{suffix}\0{found}\0")
@@ -416,9 +417,9 @@ class _Walk:
             stack.pop()
             digest = "d" + top.hasher.hexdigest()
             del self.active[id(top.obj)]
-            self.done[id(top.obj)] = (top.obj, digest)
             shown = _show(top.token)
             record = f"{shown} {digest[1:17]}" if top.wide else shown
+            self.done[id(top.obj)] = (top.obj, digest, record)
             self._note(top.depth, top.parent, top.suffix, record)
             if not stack:
                 return digest
