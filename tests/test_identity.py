@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -336,3 +337,29 @@ def test_spawned_generators_are_the_same_on_every_attempt(tmp_path: Path) -> Non
     xr.testing.assert_identical(reference, run(tmp_path, spawning, n=6, n_workers=4))
     report = te.check(spawning, args=(1.0,), sample=4, n_workers=2, seed=5)
     assert report.ok, str(report)
+
+
+FINGERPRINT_ETAS = """
+from threadensemble._cli import build_spec
+from threadensemble._identity import model_fingerprint
+spec = build_spec("etas")
+tags = {"rain", "wind", "sun", "hail"}
+roots = {"simulate": spec.simulate, "args[0]": spec.args, "kwargs['tags']": tags}
+print(model_fingerprint(roots).digest)
+"""
+
+
+def test_the_identity_is_the_same_in_another_process() -> None:
+    """Sets of strings (ordered by a salted hash), source text, not this process's ids."""
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", FINGERPRINT_ETAS],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(digests) == 1 and len(digests.pop().strip()) == 64

@@ -22,8 +22,10 @@ What is hashed, and how:
   functions of their own module (recursively).  Modules, classes, functions of other modules
   (numpy, say) and mutable module-level containers count by name only: they are not the model's
   data.  A callable instance also counts its class's ``__call__``.
-* everything else: scalars by ``repr``, containers by items, objects by ``__dict__`` and
-  ``__slots__``, extension objects by what ``__reduce_ex__`` returns.
+* everything else: scalars by ``repr``, containers by items (a list, tuple or dict of scalars
+  only by its ``repr``, computed in C; small ones of scalars and finished objects without a
+  stack frame), objects by ``__dict__`` and ``__slots__``, extension objects by what
+  ``__reduce_ex__`` returns.  Sets are ordered by ``repr`` (as `children` does).
 * contentless by decision: locks, events, conditions, semaphores, barriers, ``threading.local``
   and loggers/handlers (synchronisation and logging do not determine the numbers).
 
@@ -346,6 +348,9 @@ class _Walk:
             ancestor = self.active[key]
             self._note(depth, parent, suffix, ancestor)
             return f"cycle {depth - ancestor.depth}"
+        if type(obj) in _QUICK_CONTAINERS and (plain := self._plain(obj)) is not None:
+            self._note(depth, parent, suffix, plain[1])
+            return plain[0]
         content = _token(obj)
         if content is not None and type(obj) in _QUICK_CONTAINERS:
             quick = self._quick(obj, depth, content)
@@ -360,6 +365,18 @@ class _Walk:
         frame = _Frame(parent, suffix, obj, depth, content)
         self.active[key] = frame
         return frame
+
+    def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> tuple[str, str] | None:
+        """Hash a list, tuple or dict of scalars only as one value, by its ``repr`` (in C)."""
+        if type(obj) is dict:
+            if not all(type(k) in _PLAIN and type(v) in _PLAIN for k, v in obj.items()):
+                return None
+        elif not all(type(v) in _PLAIN for v in obj):
+            return None
+        text = repr(obj)
+        digest = "d" + _sha(f"{type(obj).__name__} {text}".encode())
+        self.done[id(obj)] = (obj, digest, _show(text))
+        return digest, _show(text)
 
     def _quick(
         self, obj: Any, depth: int, token: str, nested: int = 2
@@ -382,6 +399,8 @@ class _Walk:
                 found, plain = self.done[key][1], False
             elif key in self.active:
                 found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
+            elif type(child) in _QUICK_CONTAINERS and (leaf := self._plain(child)) is not None:
+                found = leaf[0]
             elif nested and type(child) in _QUICK_CONTAINERS:
                 inner = self._quick(child, depth + 1, f"{type(child).__qualname__} of {len(child)}",
                                     nested - 1)  # fmt: skip
