@@ -3,9 +3,14 @@ same model resumes or extends, and every attempt of a realization draws the same
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import enum
+import fractions
 import functools
 import json
 import os
+import pathlib
 import pickle
 import subprocess
 import sys
@@ -18,7 +23,7 @@ import pytest
 import xarray as xr
 
 import threadensemble as te
-from threadensemble._identity import model_fingerprint
+from threadensemble._identity import differences, model_fingerprint
 from threadensemble._store import MANIFEST_NAME
 
 GAIN = 1.0  # a module-level constant that `scaled` uses: part of its identity
@@ -341,7 +346,7 @@ def test_spawned_generators_are_the_same_on_every_attempt(tmp_path: Path) -> Non
 
 FINGERPRINT_ETAS = """
 from threadensemble._cli import build_spec
-from threadensemble._identity import model_fingerprint
+from threadensemble._identity import differences, model_fingerprint
 spec = build_spec("etas")
 tags = {"rain", "wind", "sun", "hail"}
 roots = {"simulate": spec.simulate, "args[0]": spec.args, "kwargs['tags']": tags}
@@ -363,3 +368,37 @@ def test_the_identity_is_the_same_in_another_process() -> None:
         for seed in ("1", "2")
     }
     assert len(digests) == 1 and len(digests.pop().strip()) == 64
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+def test_standard_library_values_count_by_content() -> None:
+    """Dates, paths, enums, fractions, namespaces: read by content, whatever `children` walks."""
+
+    def model(**values: Any) -> dict[str, Any]:
+        base = {
+            "start": datetime.date(2000, 1, 1),
+            "where": pathlib.PurePosixPath("/data/a.nc"),
+            "color": Color.RED,
+            "ratio": fractions.Fraction(1, 3),
+            "options": argparse.Namespace(n_years=10),
+            "steps": range(5),
+        }
+        return model_fingerprint({"kwargs['m']": {**base, **values}}).record()
+
+    same = model()
+    assert model() == same
+    for name, other in [
+        ("start", datetime.date(2000, 1, 2)),
+        ("where", pathlib.PurePosixPath("/data/b.nc")),
+        ("color", Color.BLUE),
+        ("ratio", fractions.Fraction(2, 3)),
+        ("options", argparse.Namespace(n_years=2)),
+        ("steps", range(6)),
+    ]:
+        changed = model(**{name: other})
+        assert changed["digest"] != same["digest"], name
+        assert any(f"['{name}']" in d for d in differences(same, changed)), name

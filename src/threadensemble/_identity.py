@@ -72,6 +72,11 @@ _INLINE = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr,
 _PLAIN = frozenset(_INLINE)  # exact types, for the quick path of containers
 _QUICK_CONTAINERS = frozenset((list, tuple, dict))
 _QUICK_SIZE = 256
+_SPECIAL = (
+    *_ATOMS, *_BY_NAME, *_CONTENTLESS, functools.partial, np.random.Generator, np.ndarray,
+    np.generic, Mapping, list, tuple, set, frozenset, types.FunctionType, types.MethodType,
+    types.CodeType, weakref.ref, xr.Dataset, xr.DataArray, xr.Variable,
+)  # fmt: skip
 _CONSTANT_GLOBALS = (*_ATOMS, np.generic, np.ndarray, tuple, frozenset)
 
 
@@ -166,7 +171,7 @@ def _token(obj: Any) -> str | None:
         return f"{type(obj).__name__} {_qualname(obj)}"
     if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable):
         return f"{type(obj).__name__}{tuple(obj.dims)}"
-    if _has_c_fields(type(obj)) and _reduced(obj) is None:
+    if isinstance(obj, _Unreadable):
         return None
     return type(obj).__qualname__
 
@@ -250,27 +255,48 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
         yield ".attrs", obj.attrs
     elif isinstance(obj, weakref.ref):
         yield ".<referent>", obj()
-    elif not isinstance(obj, (*_ATOMS, *_BY_NAME, functools.partial, np.random.Generator)):
+    elif _is_plain_object(obj):
         call = vars(type(obj)).get("__call__") if callable(obj) else None
         if isinstance(call, types.FunctionType):
             yield ".<class __call__>", call
-        if not isinstance(obj, Mapping | list | tuple | set | frozenset) and _has_c_fields(
-            type(obj)
-        ):
-            reduced = _reduced(obj) or ()
-            for i, part in enumerate(reduced[1:3], start=1):
-                yield f".<reduce {i}>", part
-            for i, part in enumerate(reduced[3:5], start=3):
-                if part is not None:
-                    yield f".<reduce {i}>", list(part)
+
+
+class _Unreadable:
+    """Stands for the content of an object that `children` and ``__reduce_ex__`` cannot read."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, obj: Any) -> None:
+        self.type_name = type(obj).__qualname__
+
+
+def _is_plain_object(obj: Any) -> bool:
+    """Whether ``obj`` is none of the kinds this module or `children` reads specially."""
+    return not isinstance(obj, _SPECIAL)
 
 
 def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, _CONTENTLESS):
         return
     yield from _extras(obj)
-    if not isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable | types.MethodType):
-        yield from children(obj)
+    if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable | types.MethodType):
+        return
+    found = False
+    for item in children(obj):
+        found = True
+        yield item
+    # An object whose content `children` does not give (an extension type's C fields, or an
+    # object `children` does not walk) is read as pickle would: by ``__reduce_ex__``.
+    if _is_plain_object(obj) and (not found or _has_c_fields(type(obj))):
+        reduced = _reduced(obj)
+        if reduced is None:
+            yield ".<content>", _Unreadable(obj)
+            return
+        for i, part in enumerate(reduced[1:3], start=1):
+            yield f".<reduce {i}>", part
+        for i, part in enumerate(reduced[3:5], start=3):
+            if part is not None:
+                yield f".<reduce {i}>", list(part)
 
 
 class _Frame:
@@ -358,10 +384,10 @@ class _Walk:
                 self.done[key] = (obj, quick[0], quick[1])
                 self._note(depth, parent, suffix, quick[1])
                 return quick[0]
-        if content is None:
-            path = (parent.path() if parent is not None else "") + suffix
-            self.opaque.append(f"{path} ({type(obj).__qualname__})")
-            content = f"unreadable {type(obj).__qualname__}"
+        if content is None:  # the content of the parent object cannot be read
+            assert isinstance(obj, _Unreadable) and parent is not None
+            self.opaque.append(f"{parent.path()} ({obj.type_name})")
+            content = f"unreadable {obj.type_name}"
         frame = _Frame(parent, suffix, obj, depth, content)
         self.active[key] = frame
         return frame
