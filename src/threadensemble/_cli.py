@@ -120,6 +120,7 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         retries=args.retries,
+        run_id=args.run_id,
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
@@ -189,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace another run's files")
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
+        p.add_argument(
+            "--run-id", default=None, help="the model's version name, instead of its fingerprint"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     def add_model_arguments(p: argparse.ArgumentParser) -> None:
