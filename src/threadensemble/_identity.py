@@ -55,7 +55,7 @@ __all__ = ["MAX_RECORDED_PATHS", "Fingerprint", "differences", "model_fingerprin
 
 MAX_RECORDED_PATHS = 1000  # the shallowest nodes are recorded for error messages; all are hashed
 _SHOWN = 60  # characters of a value shown in a record
-_ATOMS = (str, bytes, int, float, complex, bool, type(None))
+_ATOMS = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
 _BY_NAME = (types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType)
 _CONTENTLESS = (
     type(threading.Lock()),
@@ -68,8 +68,7 @@ _CONTENTLESS = (
     logging.Logger,
     logging.Handler,
 )
-_INLINE = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
-_PLAIN = frozenset(_INLINE)  # exact types, for the quick path of containers
+_PLAIN = frozenset(_ATOMS)  # exact types, for the quick paths of containers
 _QUICK_CONTAINERS = frozenset((list, tuple, dict))
 _QUICK_SIZE = 256
 _SPECIAL = (
@@ -147,7 +146,7 @@ def _array_token(array: np.ndarray) -> str:
 
 def _token(obj: Any) -> str | None:
     """Return a node's own content, or None when it cannot be read."""
-    if isinstance(obj, bool | int | float | complex | str | bytes | type(None)):
+    if isinstance(obj, _ATOMS):
         return repr(obj)
     if isinstance(obj, np.generic):
         return (
@@ -355,7 +354,7 @@ class _Walk:
     def _enter(self, parent: _Frame | None, suffix: str, obj: Any, depth: int) -> str | _Frame:
         """Return the digest of a node known at once, or the frame of one to expand."""
         key = id(obj)
-        if isinstance(obj, _INLINE):
+        if isinstance(obj, _ATOMS):
             token = repr(obj)
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
