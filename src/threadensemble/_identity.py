@@ -298,6 +298,12 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
                 yield f".<reduce {i}>", list(part)
 
 
+def _scalars(value: Any) -> bool:
+    """Whether ``value`` is a scalar, or a tuple of scalars (shown and hashed by ``repr``)."""
+    kind = type(value)
+    return kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))
+
+
 class _Frame:
     """A node being hashed: its children are hashed first (post-order, on an explicit stack).
 
@@ -392,11 +398,11 @@ class _Walk:
         return frame
 
     def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> tuple[str, str] | None:
-        """Hash a list, tuple or dict of scalars only as one value, by its ``repr`` (in C)."""
+        """Hash a list, tuple or dict of scalars (or tuples of them) by its ``repr``, in C."""
         if type(obj) is dict:
-            if not all(type(k) in _PLAIN and type(v) in _PLAIN for k, v in obj.items()):
+            if not all(type(k) in _PLAIN and _scalars(v) for k, v in obj.items()):
                 return None
-        elif not all(type(v) in _PLAIN for v in obj):
+        elif not all(type(v) in _PLAIN for v in obj) and not all(map(_scalars, obj)):
             return None
         text = repr(obj)
         digest = "d" + _sha(f"{type(obj).__name__} {text}".encode())
