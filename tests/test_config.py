@@ -48,6 +48,9 @@ CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"args": 5}, TypeError, "args must be a tuple or list"),
     ({"ragged": "event"}, TypeError, "ragged must be a sequence of dimension names"),
     ({"output_dir": 3}, TypeError, "output_dir must be a path, got 3"),
+    ({"run_id": 5}, TypeError, "run_id must be a non-empty str naming the model's version"),
+    ({"run_id": ""}, TypeError, "run_id must be a non-empty str"),
+    ({"args": (threading.Lock(), (x for x in "ab"))}, TypeError, r"cannot fingerprint args\[1\]"),
 ]
 
 

@@ -196,8 +196,9 @@ def test_failures_retries_and_resume_as_locally(client: Any, tmp_path: Path) -> 
     out = tmp_path / "run"
 
     def run(log: Path, kw: dict[str, Any] | None = None, **options: Any) -> xr.Dataset:
+        # The log and failure switches are kwargs that do not change the numbers: name the run.
         return te.simulate_ensemble(
-            fragile, 8, **WALK, **options, kwargs={"log": str(log), **(kw or {})}
+            fragile, 8, **WALK, **options, kwargs={"log": str(log), **(kw or {})}, run_id="walk"
         )
 
     reference = run(logs[0], n_workers=2)

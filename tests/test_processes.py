@@ -62,7 +62,8 @@ def test_failures_retries_resume_and_fail_fast_as_on_threads(tmp_path: Path) -> 
 
     reference = run(logs[0], n_workers=2)
     with pytest.raises(te.EnsembleError, match="realization 3 failed: ValueError: bad") as info:
-        run(logs[1], backend="processes", n_workers=2, output_dir=out, kw={"fail_on": (3,)})
+        run(logs[1], backend="processes", n_workers=2, output_dir=out, kw={"fail_on": (3,)},
+            run_id="walk")  # fmt: skip
     assert info.value.completed == [0, 1, 2, 4, 5, 6, 7]
     assert any("bad realization 3" in note for note in info.value.__notes__)
     assert sorted(p.name for p in out.glob("real_*.nc")) == [
@@ -72,8 +73,9 @@ def test_failures_retries_resume_and_fail_fast_as_on_threads(tmp_path: Path) -> 
     assert manifest["failed"] == {"3": "ValueError: bad realization 3"}
 
     # The re-run computes only the missing realization, and retries its transient failure.
+    # The log and the failure switches are not the model: run_id says it is the same one.
     resumed = run(logs[2], backend="processes", n_workers=2, output_dir=out, retries=1,
-                  kw={"fail_first_attempt_on": (3,)})  # fmt: skip
+                  kw={"fail_first_attempt_on": (3,)}, run_id="walk")  # fmt: skip
     assert attempts(logs[2]) == [3, 3]
     xr.testing.assert_identical(reference, resumed)
 

@@ -170,3 +170,14 @@ def test_realization_seed_is_what_the_ensemble_seeds_realization_k_with() -> Non
         te.realization_seed(None, 0)
     with pytest.raises(ValueError, match="k must be a realization index"):
         te.realization_seed(1, -1)
+
+
+def test_a_fresh_seed_sequence_spawns_what_the_original_did_first() -> None:
+    from threadensemble._rng import fresh_seed_sequence
+
+    kept = np.random.SeedSequence(11, spawn_key=(3,))
+    first = fresh_seed_sequence(kept)
+    children = [c.generate_state(2).tolist() for c in first.spawn(2)]
+    again = fresh_seed_sequence(kept)  # the kept sequence was not advanced by first.spawn
+    assert [c.generate_state(2).tolist() for c in again.spawn(2)] == children
+    assert kept.n_children_spawned == 0

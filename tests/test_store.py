@@ -51,18 +51,16 @@ def test_one_file_per_realization_with_provenance(tmp_path: Path) -> None:
 
 
 def test_rerun_computes_only_what_is_missing(tmp_path: Path) -> None:
-    full = run(tmp_path, n=8)
-    (tmp_path / "real_00002.nc").unlink()
-    (tmp_path / "real_00005.nc").unlink()
     computed: list[int] = []
 
     def counting(scale: float, *, state: Buffers) -> xr.Dataset:
         computed.append(te.current_realization() or 0)
         return noisy_walk(scale, state=state)
 
-    # Same configuration (the digest names simulate, so give it the same qualified name).
-    counting.__qualname__ = noisy_walk.__qualname__
-    counting.__module__ = noisy_walk.__module__
+    full = run(tmp_path, n=8, simulate=counting)
+    (tmp_path / "real_00002.nc").unlink()
+    (tmp_path / "real_00005.nc").unlink()
+    computed.clear()  # the closure's contents are part of the model's identity
     resumed = run(tmp_path, n=8, simulate=counting)
     assert sorted(computed) == [2, 5]
     xr.testing.assert_identical(full, resumed)
@@ -89,10 +87,10 @@ def test_another_configuration_is_refused_and_nothing_is_touched(tmp_path: Path)
     run(tmp_path, n=4)
     before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     with pytest.raises(
-        te.OutputDirError, match=r"another configuration .*n_realizations: 4 there, 5 here"
+        te.OutputDirError, match=r"another configuration .*args\[0\]: 0.5 there, 0.7"
     ):
-        run(tmp_path, n=5)
-    with pytest.raises(te.OutputDirError, match="another configuration"):
+        run(tmp_path, n=4, args=(0.7,))
+    with pytest.raises(te.OutputDirError, match=r"another configuration .*seed"):
         run(tmp_path, n=4, seed=4)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
@@ -152,12 +150,14 @@ def test_open_ensemble_of_nothing(tmp_path: Path) -> None:
         te.open_ensemble(tmp_path)
 
 
-def test_wide_file_names_for_huge_ensembles(tmp_path: Path) -> None:
-    from threadensemble._netcdf import realization_path
+def test_file_names_depend_on_the_index_only(tmp_path: Path) -> None:
+    from threadensemble._netcdf import realization_files, realization_path
 
-    assert realization_path(tmp_path, 7, 10).name == "real_00007.nc"
-    assert realization_path(tmp_path, 7, 1_000_001).name == "real_0000007.nc"
-    assert os.sep not in realization_path(tmp_path, 7, 10).name
+    assert realization_path(tmp_path, 7).name == "real_00007.nc"
+    assert realization_path(tmp_path, 1_234_567).name == "real_1234567.nc"
+    assert os.sep not in realization_path(tmp_path, 7).name
+    (tmp_path / "real_0000007.nc").touch()  # named by an older version for a huge ensemble
+    assert realization_files(tmp_path) == {7: tmp_path / "real_0000007.nc"}
 
 
 def test_lazy_open_equals_loaded(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_lazy_needs_an_output_dir() -> None:
 def test_a_worker_file_that_is_not_visible_here_is_reported(tmp_path: Path) -> None:
     from threadensemble._store import EnsembleStore
 
-    store = EnsembleStore(tmp_path, {"n_realizations": 3}, "digest")
+    store = EnsembleStore(tmp_path, {}, "digest", size=3)
     with pytest.raises(te.OutputDirError, match="not visible here: output_dir must be on a"):
         store.commit(1, ".real_00001.nc.1.2.tmp")
     assert not store.completed

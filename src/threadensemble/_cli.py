@@ -20,7 +20,7 @@ from ._report import last_run_report
 from ._results import REALIZATION_DIM
 from ._runtime import runtime_info
 from ._spec import ModelSpec
-from ._store import MANIFEST_NAME, read_manifest
+from ._store import MANIFEST_NAME, manifest_size, read_manifest
 from .examples import EXAMPLES
 
 __all__ = ["main"]
@@ -123,6 +123,7 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         progress=not args.quiet,
         retries=args.retries,
         backend=args.backend,
+        run_id=args.run_id,
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
@@ -154,7 +155,7 @@ def _info(args: argparse.Namespace) -> int:
         print(f"  no {MANIFEST_NAME}: not written by threadensemble")
     else:
         config = manifest["config"]
-        n = int(config["n_realizations"])
+        n = manifest_size(manifest)
         missing = sorted(set(range(n)) - files.keys())
         print(f"  model: {config['simulate']} (state injected as {config['inject']!r})")
         print(f"  seed: {config['seed'] or config['seed_scheme']}, run {manifest['digest']}")
@@ -195,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace another run's files")
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
+        p.add_argument(
+            "--run-id", default=None, help="the model's version name, instead of its fingerprint"
+        )
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         p.add_argument("--backend", choices=BACKENDS, default="threads",
                        help="worker threads (default) or worker processes")  # fmt: skip

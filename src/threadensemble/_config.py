@@ -1,11 +1,14 @@
 """Validation of `simulate_ensemble`'s arguments into one immutable run configuration.
 
 Everything a user can get wrong is checked here, in the calling thread, before any worker thread
-starts or any file is touched; each error names the bad value and the rule it breaks.
+starts or any file is touched; each error names the bad value and the rule it breaks.  Nothing
+here reads or writes the disk: resuming a fresh-entropy run with the seed an ensemble directory
+recorded is the engine's step (`with_recorded_seed`, after `EnsembleStore.recorded_seed`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -18,17 +21,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._identity import model_fingerprint
 from ._picklable import PROCESSES_ADVICE, check_picklable, model_pickler, raise_if_unpicklable
-from ._rng import SeedLike, as_seed_sequence, realization_seeds, seed_sequence_record
+from ._rng import (
+    SeedLike,
+    as_seed_sequence,
+    realization_seeds,
+    seed_sequence_from_record,
+    seed_sequence_record,
+)
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
 from ._state import copy_state, private_patterns
-from ._store import read_manifest
 
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["BACKENDS", "RunConfig", "make_config"]
+__all__ = ["BACKENDS", "RunConfig", "make_config", "with_recorded_seed"]
 
 BACKENDS = ("threads", "processes")
 
@@ -55,6 +64,7 @@ class RunConfig:
     retries: int
     overwrite: bool
     client: Client | None  # None: local threads (n_workers of them); else the dask cluster's
+    fresh_seed: bool = False  # seed=None: fresh entropy, unless output_dir recorded a seed
     identity: dict[str, Any] = field(default_factory=dict)
     digest: str = ""
     run_attrs: dict[str, Any] = field(default_factory=dict)
@@ -130,19 +140,6 @@ def _check_client(client: object) -> None:
         )
 
 
-def _resumed_seed(directory: Path | None) -> np.random.SeedSequence | None:
-    """Return the run seed recorded in ``directory``'s manifest, so that seed=None resumes."""
-    manifest = read_manifest(directory) if directory is not None and directory.is_dir() else None
-    recorded = None if manifest is None else manifest["config"].get("seed")
-    if recorded is None:
-        return None
-    return np.random.SeedSequence(
-        int(recorded["entropy"]),
-        spawn_key=tuple(recorded["spawn_key"]),
-        pool_size=int(recorded["pool_size"]),
-    )
-
-
 def _qualname(obj: object) -> str:
     module = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
@@ -173,8 +170,13 @@ def make_config(
     share_state: bool = False,
     private_state: Sequence[str] = (),
     backend: str = "threads",
+    run_id: str | None = None,
 ) -> RunConfig:
-    """Validate the arguments of `simulate_ensemble` and return the run configuration."""
+    """Validate the arguments of `simulate_ensemble` and return the run configuration.
+
+    With an ``output_dir`` the run's identity is computed too: the content fingerprint of the
+    model (`model_fingerprint`), or ``run_id`` in its place.
+    """
     if not callable(simulate):
         raise TypeError(f"simulate must be callable, got {simulate!r}")
     n = _positive_int("n_realizations", n_realizations)
@@ -205,10 +207,7 @@ def make_config(
         if not isinstance(output_dir, str | os.PathLike):
             raise TypeError(f"output_dir must be a path, got {output_dir!r}")
         directory = Path(output_dir)
-    root = None
-    if seed_for is None:
-        root = _resumed_seed(directory) if seed is None and not overwrite else None
-        root = root or as_seed_sequence(seed)
+    root = None if seed_for is not None else as_seed_sequence(seed)
     seeds = realization_seeds(root, n, seed_for)
     if isinstance(retries, bool) or not isinstance(retries, Integral) or int(retries) < 0:
         raise ValueError(f"retries must be an int >= 0, got {retries!r}")
@@ -236,28 +235,27 @@ def make_config(
             )
         roots = {"simulate": simulate, **context_roots(args, kw), "state": state}
         raise_if_unpicklable(model_pickler(), roots, PROCESSES_ADVICE)
-    seed_records = [seed_sequence_record(s) for s in seeds]
-    identity = {
-        "n_realizations": n,
-        "simulate": _qualname(simulate),
-        "inject": inject,
-        "state_type": None if state is None else _qualname(type(state)),
-        "seed_scheme": "seed_for" if root is None else "seed",
-        "seed": None if root is None else seed_sequence_record(root),
-        "seeds_sha256": hashlib.sha256(json.dumps(seed_records).encode()).hexdigest(),
-        "ragged": list(ragged),
-        "warmup": warmup if isinstance(warmup, bool) else _qualname(warmup),
-        "threadensemble_version": runtime_info().threadensemble,
-    }
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
-    info = runtime_info()
-    run_attrs = {
-        "threadensemble_run": digest,
-        "threadensemble_version": info.threadensemble,
-        "threadensemble_python": f"{info.implementation} {info.python}",
-        "threadensemble_free_threaded": int(info.free_threaded),
-        "threadensemble_gil_enabled": int(info.gil_enabled),
-    }
+    if run_id is not None and (not isinstance(run_id, str) or not run_id):
+        raise TypeError(
+            f"run_id must be a non-empty str naming the model's version, got {run_id!r}"
+        )
+    identity: dict[str, Any] = {}
+    if directory is not None:  # identity matters only to an ensemble directory
+        model = (
+            {"run_id": run_id}
+            if run_id is not None
+            else _model_record(simulate, args, kw, state, seed_for, warmup)
+        )
+        identity = {
+            "simulate": _qualname(simulate),
+            "model": model,
+            "inject": inject,
+            "seed_scheme": "seed_for" if root is None else "seed",
+            "seed": None if root is None else seed_sequence_record(root),
+            "ragged": list(ragged),
+            "warmup": warmup if isinstance(warmup, bool) else _qualname(warmup),
+        }
+    digest = _digest(identity) if directory is not None else ""
     return RunConfig(
         simulate=simulate,
         n_realizations=n,
@@ -277,9 +275,73 @@ def make_config(
         fail_fast=bool(fail_fast),
         retries=int(retries),
         client=client,
+        fresh_seed=seed is None and seed_for is None,
         identity=identity,
         digest=digest,
-        run_attrs=run_attrs,
+        run_attrs=_run_attrs(digest),
         share_state=sharing,
         backend=backend,
+    )
+
+
+def _model_record(
+    simulate: Callable[..., Any],
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    state: Any,
+    seed_for: Callable[[int], SeedLike] | None,
+    warmup: bool | Callable[..., Any],
+) -> dict[str, Any]:
+    """Fingerprint what determines the numbers, or raise TypeError naming what is unreadable."""
+    roots: dict[str, Any] = {"simulate": simulate}
+    roots.update({f"args[{i}]": value for i, value in enumerate(args)})
+    roots.update({f"kwargs[{name!r}]": kwargs[name] for name in sorted(kwargs)})
+    if state is not None:
+        roots["state"] = state
+    if seed_for is not None:
+        roots["seed_for"] = seed_for
+    if callable(warmup):
+        roots["warmup"] = warmup
+    fingerprint = model_fingerprint(roots)
+    if fingerprint.opaque:
+        shown = ", ".join(fingerprint.opaque[:3]) + (", ..." if len(fingerprint.opaque) > 3 else "")
+        raise TypeError(
+            f"cannot fingerprint {shown}: with output_dir, the run's identity must show whether "
+            'the directory holds results of this same model; pass run_id="..." naming this '
+            "model's version (a run with another run_id is then refused)"
+        )
+    return fingerprint.record()
+
+
+def _digest(identity: Mapping[str, Any]) -> str:
+    """Return the run digest: of the identity, with the model by its digest (or run_id) only."""
+    model = identity.get("model", {})
+    summary = {**identity, "model": model.get("run_id") or model.get("digest")}
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _run_attrs(digest: str) -> dict[str, Any]:
+    """Return the provenance attributes of every realization; a file's also name its run."""
+    info = runtime_info()
+    return {
+        **({"threadensemble_run": digest} if digest else {}),
+        "threadensemble_version": info.threadensemble,
+        "threadensemble_python": f"{info.implementation} {info.python}",
+        "threadensemble_free_threaded": int(info.free_threaded),
+        "threadensemble_gil_enabled": int(info.gil_enabled),
+    }
+
+
+def with_recorded_seed(config: RunConfig, recorded: Mapping[str, Any]) -> RunConfig:
+    """Return ``config`` (a fresh-entropy run) seeded as recorded by its output directory."""
+    root = seed_sequence_from_record(recorded)
+    identity = {**config.identity, "seed": seed_sequence_record(root)}
+    digest = _digest(identity)
+    return dataclasses.replace(
+        config,
+        seeds=realization_seeds(root, config.n_realizations),
+        fresh_seed=False,
+        identity=identity,
+        digest=digest,
+        run_attrs=_run_attrs(digest),
     )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
-from ._config import RunConfig, make_config
+from ._config import RunConfig, make_config, with_recorded_seed
 from ._encoding import netcdf_ready
 from ._errors import EnsembleError, OutputWriteError, UnstorableOutputError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
@@ -36,7 +36,7 @@ from ._results import Layout, assemble, check_layout, layout_of
 from ._rng import SeedLike
 from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
-from ._store import EnsembleStore, open_ensemble
+from ._store import EnsembleStore, open_realizations
 from ._threads import ThreadBackend
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ def simulate_ensemble(
     share_state: bool = False,
     private_state: Sequence[str] = (),
     backend: str = "threads",
+    run_id: str | None = None,
 ) -> xr.Dataset:
     """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
 
@@ -85,6 +86,9 @@ def simulate_ensemble(
         of arrays; every realization must have the same variables, dims, shapes and dtypes.
     n_realizations : int
         Number of realizations, ``>= 1``.  Realizations are numbered ``0 .. n_realizations-1``.
+        With ``output_dir`` it is not part of the run's identity: a larger number extends the
+        ensemble there (only the new realizations are computed), a smaller one returns the
+        first ``n_realizations`` (computing those that are missing).
     args : sequence, optional
         Shared read-only positional arguments (the expensive model).
     kwargs : mapping, optional
@@ -106,8 +110,13 @@ def simulate_ensemble(
         A seed scheme instead of ``seed``: ``seed_for(k)`` is realization ``k``'s seed.
     output_dir : str or path-like, optional
         Write realization ``k`` to ``output_dir/real_0000k.nc`` (atomically) and a manifest.
-        Realizations already there from the same configuration are not computed again.
-        Without it, results are kept in memory.
+        Realizations already there from the same run identity are not computed again.  The
+        identity is a content fingerprint of ``simulate`` (code, closure, defaults, module
+        constants), ``args``, ``kwargs``, ``state``, ``seed_for`` and ``warmup``, plus the seed,
+        ``inject`` and ``ragged``; a directory of another identity is refused before anything
+        is computed, naming what changed (``args[0]: 1.0 there, 1000.0 here``).  The library
+        version is recorded, not compared.  Without it, results are kept in memory (and no
+        fingerprint is computed).
     overwrite : bool, default False
         Replace the realization files and manifest of another run in ``output_dir`` (files
         that are not threadensemble's are never touched).
@@ -165,6 +174,12 @@ def simulate_ensemble(
         identical to threads', and failures, retries, resume, progress and Ctrl-C behave the
         same.  A script that uses it must start the run under ``if __name__ == "__main__":``
         (worker processes import the main module).
+    run_id : str, optional
+        With ``output_dir``: the name of this model's version, used as its identity instead of
+        the content fingerprint (which is then not computed).  Needed when the model holds
+        content that cannot be fingerprinted (an open file, an extension object that cannot
+        be pickled): a TypeError names it.  A re-run with another ``run_id`` is refused;
+        changing the model without changing ``run_id`` is your responsibility.
 
     Returns
     -------
@@ -175,8 +190,9 @@ def simulate_ensemble(
     Raises
     ------
     TypeError, ValueError, OutputDirError
-        Bad arguments (an unpicklable model with ``client``, say), before any thread starts or
-        any file is touched.
+        Bad arguments (an unpicklable model with ``client``, content that cannot be
+        fingerprinted without ``run_id``, a directory of another run), before any thread
+        starts or any file is touched.
     OutputDirError
         Also: another run is writing into ``output_dir`` (the message names its pid and host),
         or a realization file there that this run would replace is not threadensemble's;
@@ -231,10 +247,16 @@ def simulate_ensemble(
         share_state=share_state,
         private_state=private_state,
         backend=backend,
+        run_id=run_id,
     )
     store = None
-    if config.output_dir is not None:
-        store = EnsembleStore.check(config.output_dir, config.identity, config.digest, overwrite)
+    if (directory := config.output_dir) is not None:
+        if config.fresh_seed and not overwrite:  # seed=None resumes with the recorded seed
+            recorded = EnsembleStore.recorded_seed(directory)
+            config = config if recorded is None else with_recorded_seed(config, recorded)
+        store = EnsembleStore.check(
+            directory, config.identity, config.digest, overwrite, config.n_realizations
+        )
     if config.client is None:  # on dask, the workers' interpreters compute
         warn_if_gil_reenabled()
     if store is not None:
@@ -247,7 +269,7 @@ def simulate_ensemble(
             run.execute()
         with run.clock.writing():
             if store is not None:
-                ensemble = open_ensemble(store.output_dir, lazy=config.lazy)
+                ensemble = open_realizations(store, config.n_realizations, lazy=config.lazy)
             else:
                 ensemble = run.assemble()
         run.finish(stacklevel=2)
@@ -295,7 +317,9 @@ class _Run:
     def execute(self) -> None:
         """Run every realization not yet done; raise EnsembleError listing any failures."""
         config = self.config
-        done = self.store.completed if self.store is not None else set()
+        done = set()
+        if self.store is not None:  # an extended directory holds realizations beyond this run
+            done = {k for k in self.store.completed if k < config.n_realizations}
         todo = deque(k for k in range(config.n_realizations) if k not in done)
         self.backend = backend = self._backend(len(todo))
         running: dict[Any, int] = {}  # future -> realization

@@ -50,10 +50,12 @@ TEMP_NAME = re.compile(r"\.real_\d+\.nc\.\d+\.\d+" + re.escape(TEMP_SUFFIX))
 """The names of `write_temporary`'s files: the only hidden files a run may remove as stale."""
 
 
-def realization_path(output_dir: Path, index: int, n_realizations: int) -> Path:
-    """Return the file of realization ``index``: ``real_00042.nc`` (wider for huge ensembles)."""
-    width = max(5, len(str(n_realizations - 1)))
-    return output_dir / f"real_{index:0{width}d}.nc"
+def realization_path(output_dir: Path, index: int) -> Path:
+    """Return the file of realization ``index``: ``real_00042.nc``, ``real_123456.nc``.
+
+    The name depends on the index only, so it stays the same when the ensemble is extended.
+    """
+    return output_dir / f"real_{index:05d}.nc"
 
 
 def realization_files(output_dir: Path) -> dict[int, Path]:

@@ -12,14 +12,13 @@ from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, TypeVar
 
-import numpy as np
 import xarray as xr
 
 from ._config import RunConfig
 from ._context import CancelFlag, realization_context
 from ._netcdf import realization_path, write_temporary
 from ._results import Layout, layout_of, to_dataset
-from ._rng import named_seed_sequence, realization_streams
+from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
 from ._state import PerThreadState
 
 __all__ = ["Backend", "Outcome", "Written", "realize", "realize_and_write", "warm_up"]
@@ -41,9 +40,8 @@ def realize(
     if cancel.is_set():
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
-    seed = config.seeds[index]  # a fresh copy: get_rng().spawn() counts children on its sequence
-    fresh = np.random.SeedSequence(seed.entropy, spawn_key=seed.spawn_key, pool_size=seed.pool_size)
-    with realization_streams(fresh), realization_context(index, cancel):
+    seeds = fresh_seed_sequence(config.seeds[index])  # this attempt's own: spawn() is repeatable
+    with realization_streams(seeds), realization_context(index, cancel):
         try:
             output = config.simulate(*config.args, **kwargs)
         except ValueError as exc:
@@ -82,7 +80,7 @@ def realize_and_write(
         return ds
     if cancel.is_set():
         raise CancelledError  # the run has stopped: nobody would commit the file
-    path = realization_path(config.output_dir, index, config.n_realizations)
+    path = realization_path(config.output_dir, index)
     return Written(write_temporary(ds, path).name, layout_of(ds, config.ragged))
 
 

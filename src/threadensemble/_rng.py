@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from numbers import Integral
 from typing import Any, TypeAlias
@@ -31,6 +31,7 @@ __all__ = [
     "SeedLike",
     "ThreadLocalGenerator",
     "as_seed_sequence",
+    "fresh_seed_sequence",
     "get_rng",
     "named_seed_sequence",
     "realization_seed",
@@ -38,6 +39,7 @@ __all__ = [
     "realization_streams",
     "reseed",
     "rng",
+    "seed_sequence_from_record",
     "seed_sequence_record",
 ]
 
@@ -252,6 +254,30 @@ def seed_sequence_record(seq: np.random.SeedSequence) -> dict[str, Any]:
         "spawn_key": [int(k) for k in seq.spawn_key],
         "pool_size": int(seq.pool_size),
     }
+
+
+def seed_sequence_from_record(record: Mapping[str, Any]) -> np.random.SeedSequence:
+    """Return the `SeedSequence` that `seed_sequence_record` recorded."""
+    return np.random.SeedSequence(
+        int(record["entropy"]),
+        spawn_key=tuple(int(k) for k in record["spawn_key"]),
+        pool_size=int(record["pool_size"]),
+    )
+
+
+def fresh_seed_sequence(seq: np.random.SeedSequence) -> np.random.SeedSequence:
+    """Return a new `SeedSequence` equal to ``seq`` as it was built, for one attempt.
+
+    ``get_rng().spawn(n)`` inside ``simulate`` advances the sequence it was seeded from; the run
+    keeps realization ``k``'s sequence untouched and gives every attempt (a retry, `check`'s
+    repeated runs, a dask task) a copy of its own, so spawned children are the same each time.
+    """
+    return np.random.SeedSequence(
+        seq.entropy,
+        spawn_key=seq.spawn_key,
+        pool_size=seq.pool_size,
+        n_children_spawned=seq.n_children_spawned,
+    )
 
 
 class ThreadLocalGenerator:

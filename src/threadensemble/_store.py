@@ -1,14 +1,17 @@
 """An ensemble directory: one NetCDF file per realization plus a manifest, and `open_ensemble`.
 
 The files are the record of what is done: a realization file exists under its final name only
-once it is complete (see `write_atomic`) and carries the digest of the run configuration that
-produced it.  The manifest (``threadensemble.json``) holds that configuration, so that a re-run
-with another configuration is refused; the layout of the first accepted realization, which
-every realization of every run into the directory must match (so that the directory can always
-be opened); and a summary of completed and failed realizations for people and tools, refreshed
-at most once a second and at the end of every run.  One run at a time holds the directory
-(`threadensemble._lock`); it removes only files of the library's own (temporaries of its exact
-name pattern, realization files carrying its attributes).
+once it is complete (see `write_atomic`) and carries the digest of the run identity that
+produced it.  The manifest (``threadensemble.json``) holds that identity (the model's content
+fingerprint, `threadensemble._identity`, or the user's ``run_id``; the seed scheme; ``ragged``),
+so that a re-run of another model is refused naming what changed; the directory's size (the
+largest ``n_realizations`` ever run into it: a run with more realizations extends the
+ensemble); the layout of the first accepted realization, which every realization of every run
+into the directory must match (so that the directory can always be opened); and a summary of
+completed and failed realizations for people and tools, refreshed at most once a second and at
+the end of every run.  One run at a time holds the directory (`threadensemble._lock`); it
+removes only files of the library's own (temporaries of its exact name pattern, realization
+files carrying its attributes).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 import xarray as xr
 
 from ._errors import OutputDirError
+from ._identity import differences
 from ._lock import DirectoryLock
 from ._netcdf import (
     TEMP_NAME,
@@ -46,11 +50,20 @@ from ._results import (
     layout_from_json,
     layout_to_json,
 )
+from ._runtime import runtime_info
 
-__all__ = ["MANIFEST_NAME", "EnsembleStore", "open_ensemble", "read_manifest"]
+__all__ = [
+    "MANIFEST_NAME",
+    "EnsembleStore",
+    "manifest_size",
+    "open_ensemble",
+    "open_realizations",
+    "read_manifest",
+]
 
 MANIFEST_NAME = "threadensemble.json"
-MANIFEST_FORMAT = "threadensemble-manifest/1"
+MANIFEST_FORMAT = "threadensemble-manifest/2"
+_READABLE_FORMATS = (MANIFEST_FORMAT, "threadensemble-manifest/1")  # /1: opened, not resumed
 ATTR_PREFIX = "threadensemble_"
 _FLUSH_INTERVAL = 1.0  # seconds between manifest rewrites during a run
 _MANIFEST_TEMP = re.compile(re.escape(f".{MANIFEST_NAME}.") + r"\d+" + re.escape(TEMP_SUFFIX))
@@ -65,7 +78,7 @@ def read_manifest(output_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
     try:
         manifest: dict[str, Any] = json.loads(text)
-        if manifest.get("format") != MANIFEST_FORMAT:
+        if manifest.get("format") not in _READABLE_FORMATS:
             raise ValueError(f"format {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}")
     except ValueError as exc:
         raise OutputDirError(f"{path} is not a threadensemble manifest: {exc}") from None
@@ -94,12 +107,26 @@ def _attrs_or_none(path: Path) -> Mapping[str, Any] | None:
         return None
 
 
+def manifest_size(manifest: Mapping[str, Any]) -> int:
+    """Return how many realizations the directory holds when complete (largest n ever run)."""
+    size = manifest.get("n_realizations", manifest["config"].get("n_realizations"))
+    return int(size)
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return [
-        f"{key}: {old.get(key)!r} there, {new.get(key)!r} here"
-        for key in sorted(old.keys() | new.keys())
-        if old.get(key) != new.get(key)
-    ]
+    found = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        there, here = old.get(key), new.get(key)
+        if there == here:
+            continue
+        if key == "model" and isinstance(there, dict) and isinstance(here, dict):
+            if "run_id" in there or "run_id" in here:
+                found.append(f"run_id: {there.get('run_id')!r} there, {here.get('run_id')!r} here")
+            else:
+                found.extend(differences(there, here))
+        else:
+            found.append(f"{key}: {there!r} there, {here!r} here")
+    return found
 
 
 class EnsembleStore:
@@ -109,10 +136,11 @@ class EnsembleStore:
     directory is reported before any thread starts or any file is touched; then `open` it.
     """
 
-    def __init__(self, output_dir: Path, config: Mapping[str, Any], digest: str) -> None:
+    def __init__(self, output_dir: Path, config: Mapping[str, Any], digest: str, size: int) -> None:
         self.output_dir = output_dir
         self.config = dict(config)
         self.digest = digest
+        self.size = size  # the largest n_realizations run into the directory
         self.completed: set[int] = set()
         self.failed: dict[int, str] = {}
         # The first accepted realization's index and layout (recorded in the manifest).
@@ -121,15 +149,43 @@ class EnsembleStore:
         self._last_flush = 0.0
         self.run_report: dict[str, Any] | None = None  # the last run's (`threadensemble._report`)
 
+    @staticmethod
+    def recorded_seed(output_dir: Path) -> dict[str, Any] | None:
+        """Return the run seed ``output_dir``'s manifest records (for seed=None), reading only."""
+        manifest = read_manifest(output_dir) if output_dir.is_dir() else None
+        if manifest is None or manifest.get("format") != MANIFEST_FORMAT:
+            return None
+        seed: dict[str, Any] | None = manifest["config"].get("seed")
+        return seed
+
     @classmethod
     def check(
-        cls, output_dir: Path, config: Mapping[str, Any], digest: str, overwrite: bool
+        cls,
+        output_dir: Path,
+        config: Mapping[str, Any],
+        digest: str,
+        overwrite: bool,
+        n_realizations: int,
     ) -> EnsembleStore:
-        """Return the store for ``output_dir``, or raise OutputDirError; writes nothing."""
+        """Return the store for ``output_dir``, or raise OutputDirError; writes nothing.
+
+        A directory of the same identity (``digest``) is resumed or extended, whatever its
+        ``n_realizations`` and the library version that wrote it.
+        """
         if output_dir.exists() and not output_dir.is_dir():
             raise OutputDirError(f"output_dir {str(output_dir)!r} exists and is not a directory")
+        size = n_realizations
         if output_dir.is_dir() and not overwrite:
             manifest = read_manifest(output_dir)
+            if manifest is not None and manifest.get("format") != MANIFEST_FORMAT:
+                raise OutputDirError(
+                    f"output_dir {str(output_dir)!r} was written by an older threadensemble "
+                    f"({manifest.get('format')}, without the model's fingerprint), so it cannot "
+                    "be resumed; open_ensemble still opens it; use another directory, or "
+                    "overwrite=True to replace that run's files"
+                )
+            if manifest is not None and manifest.get("digest") == digest:
+                size = max(size, manifest_size(manifest))
             if manifest is not None and manifest.get("digest") != digest:
                 diff = _differences(manifest.get("config", {}), config) or ["digest"]
                 raise OutputDirError(
@@ -142,7 +198,7 @@ class EnsembleStore:
                     f"output_dir {str(output_dir)!r} holds realization files but no "
                     f"{MANIFEST_NAME}; use another directory, or overwrite=True to replace them"
                 )
-        return cls(output_dir, config, digest)
+        return cls(output_dir, config, digest, size)
 
     def open(self, overwrite: bool) -> None:
         """Lock the directory for this run, clear leftovers, find the realizations already done.
@@ -165,7 +221,6 @@ class EnsembleStore:
     def _prepare(self, overwrite: bool) -> None:
         manifest = read_manifest(self.output_dir)
         listed = set(manifest.get("completed", ())) if manifest is not None else set()
-        n = int(self.config["n_realizations"])
         attrs = {k: _attrs_or_none(p) for k, p in realization_files(self.output_dir).items()}
         # Ours: it says so, or it is unreadable (cut short by a crash, say) and the manifest
         # lists it.  A readable file without our attributes is someone else's, listed or not.
@@ -175,7 +230,7 @@ class EnsembleStore:
             if (a is None and k in listed)
             or (a is not None and a.get(ATTR_PREFIX + "realization") == k)
         }
-        if foreign := [k for k in attrs if k < n and k not in ours]:
+        if foreign := [k for k in attrs if k < self.size and k not in ours]:
             path = realization_files(self.output_dir)[foreign[0]]
             raise OutputDirError(
                 f"{str(path)!r} is not a threadensemble realization file (it lacks the "
@@ -194,7 +249,7 @@ class EnsembleStore:
         else:
             self._load_layout(manifest)
         for index, path in realization_files(self.output_dir).items():
-            if index < n and path == self.path(index) and self._is_ours(attrs.get(index), index):
+            if path == self.path(index) and self._is_ours(attrs.get(index), index):
                 self.completed.add(index)
         self.flush(force=True)
 
@@ -220,7 +275,7 @@ class EnsembleStore:
 
     def path(self, index: int) -> Path:
         """Return the file of realization ``index``."""
-        return realization_path(self.output_dir, index, int(self.config["n_realizations"]))
+        return realization_path(self.output_dir, index)
 
     def write(self, index: int, ds: xr.Dataset) -> None:
         """Write realization ``index`` atomically and record it as completed."""
@@ -265,7 +320,9 @@ class EnsembleStore:
         manifest = {
             "format": MANIFEST_FORMAT,
             "digest": self.digest,
+            "n_realizations": self.size,
             "config": self.config,
+            "threadensemble_version": runtime_info().threadensemble,  # recorded, never compared
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
             "run_report": self.run_report,
@@ -286,7 +343,9 @@ def open_ensemble(
     output_dir : str or path-like
         A directory written by `simulate_ensemble`.
     allow_incomplete : bool, default False
-        Open the realizations present even when the manifest lists missing ones.
+        Open the realizations present even when some are missing.  The directory's size is
+        the largest ``n_realizations`` ever run into it (an extended ensemble is opened whole,
+        a smaller re-run does not shrink it).
     lazy : bool, default False
         Open the files lazily as dask arrays (needs dask; not for ragged ensembles), so that
         ensembles larger than memory can be opened.  Reads hold `netcdf_lock`.
@@ -311,7 +370,7 @@ def open_ensemble(
     files = realization_files(directory)
     ragged: Sequence[str] = ()
     if manifest is not None:
-        n = int(manifest["config"]["n_realizations"])
+        n = manifest_size(manifest)
         ragged = manifest["config"].get("ragged", ())
         files = {k: p for k, p in files.items() if k < n}
         missing = sorted(set(range(n)) - files.keys())
@@ -323,10 +382,23 @@ def open_ensemble(
             )
     if not files:
         raise FileNotFoundError(f"no realization files in {str(directory)!r}")
+    return _open_files(files, ragged, lazy)
+
+
+def open_realizations(store: EnsembleStore, n_realizations: int, lazy: bool) -> xr.Dataset:
+    """Open realizations ``0 .. n_realizations-1`` of a run's directory, all complete."""
+    files = {k: store.path(k) for k in range(n_realizations)}
+    return _open_files(files, store.config.get("ragged", ()), lazy)
+
+
+def _open_files(files: Mapping[int, Path], ragged: Sequence[str], lazy: bool) -> xr.Dataset:
     if lazy:
-        return _open_lazily(list(files.values()), list(files), ragged)
-    datasets = [read_realization(path) for path in files.values()]
-    return assemble(datasets, list(files), ragged)
+        ensemble = _open_lazily(list(files.values()), list(files), ragged)
+    else:
+        ensemble = assemble([read_realization(p) for p in files.values()], list(files), ragged)
+    # The files' run digest ties them to the manifest; the ensemble equals an in-memory run's.
+    ensemble.attrs.pop(ATTR_PREFIX + "run", None)
+    return ensemble
 
 
 def _open_lazily(paths: list[Path], indices: list[int], ragged: Sequence[str]) -> xr.Dataset:
