@@ -9,7 +9,7 @@
 - ``processes``: benchmarks threadensemble (threads and processes) against thread and process
   pools (a hand-rolled ``ThreadPoolExecutor``, ``multiprocessing`` fork and spawn pools,
   ``ProcessPoolExecutor``, joblib, mpire) and a serial loop on the example models, on both.
-- ``stress``: pytest on ``stress/``, full sizes (nothing there yet is not a failure).
+- ``stress``: pytest on ``stress/``, full sizes (``THREADENSEMBLE_STRESS=short``: the CI subset).
 - ``lint``: ruff and mypy.
 - ``docs``: the Sphinx site, ``docs/_build/html``; warnings are errors.
 
@@ -147,20 +147,16 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS, default=False)
 def stress(session: nox.Session) -> None:
-    """pytest on ``stress/`` at full sizes; no stress test there (exit code 5) is not a failure.
+    """pytest on ``stress/`` at full sizes (collecting no test fails, as pytest's exit code 5).
 
     ``THREADENSEMBLE_STRESS=short nox -s stress`` runs the short sizes instead.
     """
-    if not (ROOT / "stress").is_dir():
-        session.skip("no stress/ directory yet")
     session.env["THREADENSEMBLE_STRESS"] = os.environ.get("THREADENSEMBLE_STRESS", "full")
     if _free_threaded(session):
         session.env["PYTHON_GIL"] = "0"
     install(session, "test")
     check_interpreter(session)
-    if not any((ROOT / "stress").rglob("test*.py")):
-        session.log("no stress tests in stress/ yet: pytest will collect nothing (exit code 5)")
-    session.run("python", "-m", "pytest", "stress", *session.posargs, success_codes=[0, 5])
+    session.run("python", "-m", "pytest", "stress", *session.posargs)
 
 
 @nox.session

@@ -176,3 +176,11 @@ def test_check_takes_the_seed_scheme_of_simulate_ensemble() -> None:
     assert report.ok, str(report)
     with pytest.raises(ValueError, match="give seed or seed_for, not both"):
         run_check(correct, seed=1, seed_for=lambda k: 1000 * k)
+
+
+@pytest.mark.parametrize(
+    ("sample", "error"), [(0, ValueError), (1.5, TypeError), (True, TypeError)]
+)
+def test_a_bad_sample_names_sample(sample: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="sample must be an int >= 1"):
+        te.check(lambda: {"x": np.zeros(1)}, sample=sample)  # type: ignore[arg-type]

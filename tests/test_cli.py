@@ -120,3 +120,31 @@ def test_check_a_broken_model_exits_1(tmp_path: Path) -> None:
 def test_help(tmp_path: Path, command: list[str]) -> None:
     result = cli(*command, "--help", cwd=tmp_path)
     assert result.returncode == 0 and "usage: threadensemble" in result.stdout
+
+
+WEATHER = ["threadensemble.examples.weather:build", "-p", "n_stations=2", "-p", "n_days=60"]
+
+
+def test_a_resumed_run_says_what_it_computed_and_a_changed_model_is_refused(
+    tmp_path: Path,
+) -> None:
+    first = cli("run", *WEATHER, "-n", "3", "-o", "out", "-q", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "3 realizations in" in first.stdout
+    again = cli("run", *WEATHER, "-n", "4", "-o", "out", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "4 realizations (1 computed now, the others resumed from files)" in again.stdout
+    changed = cli("run", *WEATHER[:-1], "n_days=90", "-n", "4", "-o", "out", "-q", cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "holds a run with another configuration" in changed.stderr
+    assert "--overwrite" in changed.stderr and "overwrite=True" not in changed.stderr
+
+
+def test_an_error_inside_the_factory_keeps_its_traceback(tmp_path: Path) -> None:
+    (tmp_path / "badfactory.py").write_text(
+        "def build():\n    raise ValueError('the factory itself is broken')\n"
+    )
+    result = cli("run", "badfactory:build", "-o", "out", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr
+    assert "the factory itself is broken" in result.stderr

@@ -72,3 +72,34 @@ def test_a_cycle_is_found() -> None:
     except CycleError:
         return
     raise AssertionError("no cycle found in a -> b -> a")
+
+
+# The layers of the package docstring, lowest first: a module imports only from lower layers.
+LAYERS = [
+    {"_errors", "_runtime", "_rng", "_context", "_interrupt", "_progress", "_shared"},
+    {"_identity", "_state", "_picklable", "_results", "_encoding", "_report", "_lock", "_routing"},
+    {"_config", "_netcdf"},
+    {"_realize", "_store"},
+    {"_threads", "_processes", "_distributed", "_check"},
+    {"_engine"},
+    {"_spec"},
+    {"_cli"},
+    {"__main__"},
+]
+
+
+def test_every_module_imports_only_from_lower_layers() -> None:
+    layer_of = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+    graph = {
+        name.removeprefix("threadensemble."): {d.removeprefix("threadensemble.") for d in deps}
+        for name, deps in import_graph().items()
+        if name.startswith("threadensemble._") or name == "threadensemble.__main__"
+    }
+    assert set(graph) == set(layer_of), "every private module belongs to one layer"
+    upward = [
+        f"{name} (layer {layer_of[name] + 1}) imports {dep} (layer {layer_of[dep] + 1})"
+        for name, deps in graph.items()
+        for dep in deps
+        if dep in layer_of and layer_of[dep] >= layer_of[name]
+    ]
+    assert not upward, upward

@@ -3,7 +3,22 @@
 One expensive model is built once and shared read-only by every worker thread; the small mutable
 state is deep-copied once per thread; each realization draws from its own reproducible RNG
 streams; results come back as one `xarray.Dataset` or one NetCDF file per realization.
+
+The public API is this module's ``__all__``; everything else is private.  The private modules
+form layers, each importing only from the layers below it (``tests/test_layers.py`` checks):
+
+1. primitives: ``_errors``, ``_runtime``, ``_rng``, ``_context``, ``_interrupt``, ``_progress``,
+   ``_shared`` (walking an object graph);
+2. one concern each: ``_identity``, ``_state``, ``_picklable``, ``_results``, ``_encoding``,
+   ``_report``, ``_lock``, ``_routing``;
+3. validation (no I/O) and files: ``_config``, ``_netcdf``;
+4. one realization, one directory: ``_realize``, ``_store``;
+5. backends and the check: ``_threads``, ``_processes``, ``_distributed``, ``_check``;
+6. the completion loop: ``_engine``;
+7. front ends, each on the one before: ``_spec``, ``_cli``, ``__main__``.
 """
+
+import inspect
 
 from ._check import Cause, CheckReport, Difference, Finding, ThreadSafetyError, check
 from ._context import cancelled, current_realization
@@ -63,3 +78,11 @@ __all__ = [
     "runtime_info",
     "simulate_ensemble",
 ]
+
+# Public names report this package as their home (``threadensemble.EnsembleError``, not
+# ``threadensemble._errors.EnsembleError``), in tracebacks, reprs and the docs.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type) or inspect.isfunction(_obj):
+        _obj.__module__ = __name__
+del _name, _obj

@@ -804,6 +804,11 @@ def check(
     True
     """
     seed = 0 if seed is None and seed_for is None else seed
+    rule = "sample must be an int >= 1 (how many realizations to check)"
+    if isinstance(sample, bool) or not isinstance(sample, int):
+        raise TypeError(f"{rule}, got {sample!r}")
+    if sample < 1:
+        raise ValueError(f"{rule}, got {sample!r}")
     config = make_config(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
+import inspect
 import sys
 import time
 from collections.abc import Sequence
@@ -64,10 +65,14 @@ def _parse_params(items: Sequence[str]) -> dict[str, Any]:
 def build_spec(target: str, params: Sequence[str] = ()) -> ModelSpec:
     """Build the model of ``target`` with ``NAME=VALUE`` factory parameters."""
     factory = load_factory(target)
+    kwargs = _parse_params(params)
     try:
-        spec = factory(**_parse_params(params))
-    except TypeError as exc:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as exc:  # a parameter the factory does not take: the command line's fault
         raise CommandError(f"{target}: {exc}") from exc
+    except ValueError:  # no signature to check (some C callables): let the call say
+        pass
+    spec = factory(**kwargs)  # an error of the factory itself keeps its traceback
     if not isinstance(spec, ModelSpec):
         raise CommandError(
             f"{target} returned {type(spec).__name__}, not a threadensemble.ModelSpec"
@@ -127,11 +132,14 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
-    print(
-        f"{ens.sizes['realization']} realizations in {elapsed:.2f} s, "
-        f"{files} files in {args.output}/"
-    )
     report = last_run_report()
+    computed = report.n_computed if report is not None else ens.sizes["realization"]
+    print(
+        f"{ens.sizes['realization']} realizations ({computed} computed now, the others "
+        f"resumed from files) in {elapsed:.2f} s, {files} files in {args.output}/"
+        if computed < ens.sizes["realization"]
+        else f"{computed} realizations in {elapsed:.2f} s, {files} files in {args.output}/"
+    )
     if report is not None:
         print(report.describe())
     print(_summary(ens))
@@ -230,15 +238,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     try:
+        spec = None
+        if args.command in ("run", "check"):
+            spec = build_spec(args.model, args.param)
+    except CommandError as exc:
+        print(f"threadensemble: error: {exc}", file=sys.stderr)
+        return 2
+    try:
         if args.command == "demo":
             return _run(build_spec("weather"), args)
         if args.command == "run":
-            return _run(build_spec(args.model, args.param), args)
+            assert spec is not None
+            return _run(spec, args)
         if args.command == "check":
-            return _check(build_spec(args.model, args.param), args)
+            assert spec is not None
+            return _check(spec, args)
         return _info(args)
     except (CommandError, TypeError, ValueError, OutputDirError, WorkerInitError) as exc:
-        print(f"threadensemble: error: {exc}", file=sys.stderr)
+        # The library's own checks of the run's arguments (raised before anything starts).
+        message = str(exc).replace("overwrite=True", "--overwrite")  # the library's keyword
+        print(f"threadensemble: error: {message}", file=sys.stderr)
         return 2
     except EnsembleError as exc:
         print(f"threadensemble: {exc}", file=sys.stderr)

@@ -209,8 +209,10 @@ def make_config(
         directory = Path(output_dir)
     root = None if seed_for is not None else as_seed_sequence(seed)
     seeds = realization_seeds(root, n, seed_for)
-    if isinstance(retries, bool) or not isinstance(retries, Integral) or int(retries) < 0:
-        raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+    if isinstance(retries, bool) or not isinstance(retries, Integral):
+        raise TypeError(f"retries must be an int >= 0, got {retries!r}")
+    if int(retries) < 0:
+        raise ValueError(f"retries must be >= 0, got {retries!r}")
     if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
         raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
     if lazy and directory is None:

@@ -69,6 +69,8 @@ def realization_files(output_dir: Path) -> dict[int, Path]:
 
 
 def _fsync(path: Path, directory: bool = False) -> None:
+    if directory and not hasattr(os, "O_DIRECTORY"):
+        return  # Windows: a directory cannot be opened to flush it (the rename is durable there)
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
     try:
         os.fsync(fd)
@@ -132,7 +134,10 @@ def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError
 
 
 def commit_temporary(tmp: Path, path: Path) -> None:
-    """Rename a complete temporary file to ``path`` (atomic on POSIX and Windows), durably."""
+    """Rename a complete temporary file to ``path`` atomically (``os.replace``), durably.
+
+    The directory is flushed after the rename where the OS can open one (POSIX).
+    """
     try:
         os.replace(tmp, path)
         _fsync(path.parent, directory=True)
