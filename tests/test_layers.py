@@ -81,6 +81,7 @@ LAYERS = [
     {"_config", "_netcdf"},
     {"_realize", "_store"},
     {"_threads", "_processes", "_distributed", "_check"},
+    {"_verify"},
     {"_engine"},
     {"_spec"},
     {"_cli"},

@@ -38,6 +38,7 @@ from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
 from ._store import EnsembleStore, open_realizations
 from ._threads import ThreadBackend
+from ._verify import verify_resumed
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -265,6 +266,8 @@ def simulate_ensemble(
         with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
             if config.warmup:
                 warm_up(config)
+            if store is not None:
+                verify_resumed(config, store)  # the files must be what this model computes
             run = _Run(config, store)
             run.execute()
         with run.clock.writing():

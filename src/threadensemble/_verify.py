@@ -1,0 +1,99 @@
+"""A resumed run first recomputes one realization the directory holds and compares it, bitwise.
+
+The run identity (`threadensemble._identity`) fingerprints what determines the numbers, but no
+fingerprint sees everything a model may depend on (a file it reads, a library it calls, code it
+reaches in ways the fingerprint does not follow).  Returning an ensemble that a changed model
+would not have computed is the worst thing this library could do, so before a run resumes
+(or returns) an ensemble directory's realizations, it recomputes the lowest realization there,
+in the calling thread, with a fresh copy of the state, exactly as a worker would; writes it
+under a temporary name with the same code path as every realization (so both went through the
+same netCDF encoding); reads both back; and compares them bit for bit (missing values in the
+same places are equal).  Any difference refuses the run, naming the variables, before anything
+of the directory is changed.  It costs one realization per resumed run.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import xarray as xr
+
+from ._check import _max_abs_diff as max_abs_diff
+from ._check import _unequal as unequal
+from ._config import RunConfig
+from ._errors import OutputDirError
+from ._netcdf import read_realization, write_temporary
+from ._realize import realize
+from ._state import PerThreadState
+from ._store import EnsembleStore
+
+__all__ = ["verify_resumed"]
+
+_OWN_ATTRS = "threadensemble_"  # provenance (interpreter, GIL, digest): not the model's output
+
+
+def _differences(recorded: xr.Dataset, now: xr.Dataset) -> list[str]:
+    """Return what differs between two realizations: variables, their values and attributes."""
+    found = []
+    for name in sorted(set(recorded.variables) | set(now.variables), key=str):
+        if name not in recorded.variables or name not in now.variables:
+            where = "here" if name in now.variables else "there"
+            found.append(f"variable {str(name)!r} only {where}")
+            continue
+        a, b = recorded.variables[name], now.variables[name]
+        if a.dims != b.dims or a.shape != b.shape or a.dtype != b.dtype:
+            found.append(f"{str(name)!r}: {a.dtype}{a.shape} there, {b.dtype}{b.shape} here")
+            continue
+        differ = unequal(a.values, b.values)
+        if differ.any():
+            big = max_abs_diff(a.values[differ], b.values[differ])
+            found.append(
+                f"{str(name)!r}: {differ.mean():.0%} of values differ"
+                + (f" (max abs difference {big:.3g})" if big == big else "")
+            )
+        elif a.attrs != b.attrs:
+            found.append(f"{str(name)!r}: attributes differ")
+    if _user_attrs(recorded.attrs) != _user_attrs(now.attrs):
+        found.append("the global attributes differ")
+    return found
+
+
+def _user_attrs(attrs: dict[Any, Any]) -> dict[Any, Any]:
+    return {k: v for k, v in attrs.items() if not str(k).startswith(_OWN_ATTRS)}
+
+
+def verify_resumed(config: RunConfig, store: EnsembleStore) -> None:
+    """Recompute the lowest realization ``store`` holds; raise OutputDirError if it differs.
+
+    Call with the directory locked (`EnsembleStore.open`) and the warm-up done, before any
+    realization is computed; does nothing when the directory holds none of this run's yet.
+    """
+    if not store.completed:
+        return
+    index = min(store.completed)
+    per_thread = None
+    if config.inject is not None:
+        per_thread = PerThreadState(config.state, share=config.share_state)
+        per_thread.initialize()
+    try:
+        ds = realize(config, per_thread, threading.Event(), index)
+    except Exception as exc:
+        exc.add_note(
+            f"(raised while recomputing realization {index} to check that the model in "
+            f"{str(store.output_dir)!r} is still the same one)"
+        )
+        raise
+    temporary = write_temporary(ds, store.path(index))
+    try:
+        found = _differences(read_realization(store.path(index)), read_realization(temporary))
+    finally:
+        temporary.unlink(missing_ok=True)
+    if found:
+        raise OutputDirError(
+            f"output_dir {str(store.output_dir)!r} holds realizations of another model: "
+            f"recomputed now, realization {index} differs from its file "
+            f"({'; '.join(found[:5])}), although the model's fingerprint did not change "
+            "(something it depends on did: a file it reads, a library, code the fingerprint "
+            "does not follow); use another directory, or overwrite=True to replace that run"
+        )
