@@ -136,11 +136,17 @@ def _shareable(master: Any, private: Collection[str]) -> dict[int, tuple[list[st
     return {
         key: (paths, obj)
         for key, (obj, paths) in _array_paths(master).items()
-        if type(obj) is np.ndarray  # a subclass may hold more (a mask) than its data
-        and obj.nbytes >= SHARE_MIN_NBYTES
-        and not obj.dtype.hasobject  # the objects inside would be shared, and mutable
-        and not (keep is not None and any(keep.fullmatch(path) for path in paths))
+        if _large_plain(obj) and not (keep is not None and any(map(keep.fullmatch, paths)))
     }
+
+
+def _large_plain(array: np.ndarray) -> bool:
+    """Whether ``array`` is one that copies may share (if no private_state pattern keeps it)."""
+    return (
+        type(array) is np.ndarray  # a subclass may hold more (a mask) than its data
+        and array.nbytes >= SHARE_MIN_NBYTES
+        and not array.dtype.hasobject  # the objects inside would be shared, and mutable
+    )
 
 
 def check_private_state(state: Any, patterns: Collection[str]) -> None:
@@ -158,7 +164,7 @@ def check_private_state(state: Any, patterns: Collection[str]) -> None:
         keep = _matcher([pattern])
         assert keep is not None
         if not any(keep.fullmatch(path) for path in paths):
-            large = [held[0] for array, held in arrays if array.nbytes >= SHARE_MIN_NBYTES]
+            large = [held[0] for array, held in arrays if _large_plain(array)]
             shown = ", ".join(large[:5]) + (" ..." if len(large) > 5 else "")
             raise ValueError(
                 f"private_state pattern {pattern!r} matches no array of the state (the "
