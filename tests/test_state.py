@@ -207,7 +207,7 @@ def test_array_subclasses_and_object_arrays_are_copied_not_shared() -> None:
     assert per_thread.footprint().shared_arrays == 1
 
 
-def test_a_write_error_it_cannot_place_gets_a_note() -> None:
+def test_a_write_into_another_read_only_array_is_left_alone() -> None:
     per_thread = PerThreadState(Fitted(), share=())
     read_only = np.zeros(3)
     read_only.flags.writeable = False
@@ -217,4 +217,17 @@ def test_a_write_error_it_cannot_place_gets_a_note() -> None:
 
     error = _raised(write_elsewhere, read_only)
     assert per_thread.shared_write_error(error) is None
-    assert "keep it private with private_state=" in error.__notes__[0]
+    assert not hasattr(error, "__notes__")  # the array written is known: not one of ours
+
+
+def test_a_write_error_it_cannot_place_gets_a_note() -> None:
+    per_thread = PerThreadState(Fitted(), share=())
+    read_only = np.zeros(3)
+    read_only.flags.writeable = False
+    namespace: dict[str, Any] = {}
+    exec("def write_unseen(array):\n    array[0] = 1\n", namespace)  # no source to read
+
+    error = _raised(namespace["write_unseen"], read_only)
+    assert per_thread.shared_write_error(error) is None
+    note = error.__notes__[0]
+    assert "state.params" in note and "keep it private with private_state=" in note

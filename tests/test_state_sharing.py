@@ -214,10 +214,19 @@ def test_dask_workers_share_too_with_the_same_numbers(client: Any) -> None:
     state = MultiSite()
     plain = run(state)
     xr.testing.assert_identical(plain, run(state, share_state=True, n_workers=None, client=client))
-    with pytest.raises(te.EnsembleError) as info:
-        run(state, rare_writer, share_state=True, n_workers=None, client=client)
-    assert isinstance(info.value.failures[5], te.SharedStateWriteError)
-    assert "state.stations[3].fitted" in str(info.value.failures[5])
+
+    def rare_local_writer(*, vgs: MultiSite) -> dict[str, Any]:
+        """rare_writer, sent to the workers by value (cloudpickle: no source file there)."""
+        out = simulate(vgs=vgs)
+        if te.current_realization() == 5:
+            vgs.stations[3].fitted[0] = 99.0
+        return out
+
+    for writer in (rare_writer, rare_local_writer):
+        with pytest.raises(te.EnsembleError) as info:
+            run(state, writer, share_state=True, n_workers=None, client=client)
+        assert isinstance(info.value.failures[5], te.SharedStateWriteError)
+        assert "simulate wrote into state.stations[3].fitted," in str(info.value.failures[5])
 
 
 def test_check_with_sharing_names_a_write_into_a_shared_array() -> None:
@@ -228,3 +237,120 @@ def test_check_with_sharing_names_a_write_into_a_shared_array() -> None:
         "realization 5: SharedStateWriteError: simulate wrote into state.stations[3].fitted,"
         in str(report)
     )
+
+
+class Held:
+    """Large arrays held in a list, twice under two names, and in an xarray Dataset."""
+
+    def __init__(self) -> None:
+        self.big = np.arange(20_000.0)
+        self.alias = self.big
+        self.listed = [np.arange(20_000.0)]
+        self.ds = xr.Dataset({"v": ("t", np.arange(20_000.0))})
+
+
+def add_to_listed(held: Held) -> None:
+    held.listed[0] += 1.0
+
+
+def write_alias(held: Held) -> None:
+    held.alias[3] = 5.0
+
+
+def write_through_loc(held: Held) -> None:
+    held.ds["v"].loc[{"t": 0}] = 1.0  # xarray replaces numpy's error by its own
+
+
+@pytest.mark.parametrize(
+    ("write", "path", "hint"),
+    [
+        (add_to_listed, "state.listed[0]", "state.listed[*]"),
+        (write_alias, "state.alias", "state.alias"),
+        (write_through_loc, "state.ds['v'].values", "state.ds['v'].values"),
+    ],
+)
+def test_every_kind_of_write_into_a_shared_array_names_the_path_it_used(
+    write: Any, path: str, hint: str
+) -> None:
+    def writes(*, held: Held) -> dict[str, Any]:
+        write(held)
+        return {"x": te.get_rng().random()}
+
+    with pytest.raises(te.EnsembleError) as info:
+        te.simulate_ensemble(
+            writes, 2, state=Held(), inject="held", share_state=True, n_workers=2, progress=False
+        )
+    error = info.value.failures[0]
+    assert isinstance(error, te.SharedStateWriteError), error
+    assert f"simulate wrote into {path}," in str(error)
+    assert f"private_state=[{hint!r}]" in str(error)
+
+
+class Model:
+    def __init__(self) -> None:
+        self.t = np.zeros(3)
+
+
+def copies_into_the_model(model: Model, *, held: Held) -> dict[str, Any]:
+    model.t[0] = held.big[0]  # reads the shared state, writes into the shared context
+    return {"x": 1.0}
+
+
+def copies_into_the_table(table: np.ndarray, *, held: Held) -> dict[str, Any]:
+    table[0] = held.big[1]
+    return {"x": 1.0}
+
+
+def test_a_write_into_a_read_only_argument_is_not_blamed_on_the_state() -> None:
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    for function, options in [
+        (copies_into_the_model, {"args": (Model(),), "protect_shared": True}),
+        (copies_into_the_table, {"args": (frozen,)}),  # the caller's own read-only array
+    ]:
+        with pytest.raises(te.EnsembleError) as info:
+            te.simulate_ensemble(
+                function, 1, state=Held(), inject="held", share_state=True, progress=False,
+                **options,
+            )  # fmt: skip
+        error = info.value.failures[0]
+        assert type(error) is ValueError and str(error) == "assignment destination is read-only"
+        assert "state.big" not in str(info.value)
+        assert not any("private_state" in note for note in getattr(error, "__notes__", []))
+
+
+def test_worker_processes_name_a_write_into_a_shared_array() -> None:
+    def fills_work(*, held: dict[str, Any]) -> dict[str, Any]:  # sent by value: no source there
+        held["work"]["w"][:] = te.get_rng().random()
+        return {"x": held["work"]["w"][:3].copy()}
+
+    state = {"big": np.arange(20_000.0), "work": {"w": np.zeros(20_000)}}
+    with pytest.raises(te.EnsembleError) as info:
+        te.simulate_ensemble(
+            fills_work, 2, state=state, inject="held", share_state=True, n_workers=2,
+            backend="processes", progress=False,
+        )  # fmt: skip
+    error = info.value.failures[0]
+    assert isinstance(error, te.SharedStateWriteError), error
+    assert "simulate wrote into state['work']['w']," in str(error)
+
+
+def add_scratch(*, vgs: MultiSite) -> None:
+    for station in vgs.stations:
+        station.scratch = np.zeros(N_FITTED)  # type: ignore[attr-defined]
+
+
+def test_a_private_state_pattern_that_matches_no_array_is_refused(tmp_path: Path) -> None:
+    state = MultiSite(2)
+    unmatched = r"pattern '\*.scratch' matches no array of the state .*state.stations\[0\].fitted"
+    with pytest.raises(ValueError, match=unmatched):
+        run(state, share_state=True, private_state=["*.scratch"], output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # refused before anything was touched
+    with pytest.raises(ValueError, match=unmatched):
+        te.check(simulate, state=state, inject="vgs", share_state=True, private_state=["*.scratch"])
+    with pytest.raises(ValueError, match=unmatched):  # checked after the warm-up
+        run(state, share_state=True, private_state=["*.scratch"], warmup=True)
+    # a warm-up may create the arrays a pattern names
+    plain = run(state, warmup=add_scratch)
+    shared = run(state, share_state=True, private_state=["*.scratch"], warmup=add_scratch)
+    xr.testing.assert_identical(plain, shared)

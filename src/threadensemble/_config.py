@@ -32,7 +32,7 @@ from ._rng import (
 )
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
-from ._state import copy_state, private_patterns
+from ._state import check_private_state, copy_state, private_patterns
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -196,6 +196,8 @@ def make_config(
     sharing = private_patterns(share_state, private_state)
     if sharing is not None and inject is None:
         raise ValueError("share_state=True was given without state: there is nothing to share")
+    if sharing and not warmup:  # else checked after the warm-up, which may create the arrays
+        check_private_state(state, sharing)
     if not isinstance(warmup, bool) and not callable(warmup):
         raise TypeError(f"warmup must be True, False or a callable like simulate, got {warmup!r}")
     if seed is not None and seed_for is not None:

@@ -164,6 +164,8 @@ def simulate_ensemble(
     private_state : sequence of str, optional
         With ``share_state``, arrays to copy per thread all the same, by path as errors print
         it; ``*`` stands for any characters: ``["state.stations[*].buffer"]``, ``["*.buffer"]``.
+        A pattern that matches no array of the state (after the warm-up, if any) is a
+        ValueError.
     backend : {"threads", "processes"}, default "threads"
         Where realizations run without a client.  ``"threads"``: worker threads of this
         process, sharing ``args`` and ``kwargs`` as they are (parallel on a free-threaded

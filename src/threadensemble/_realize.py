@@ -19,18 +19,23 @@ from ._context import CancelFlag, realization_context
 from ._netcdf import realization_path, write_temporary
 from ._results import Layout, layout_of, to_dataset
 from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
-from ._state import PerThreadState
+from ._state import PerThreadState, check_private_state
 
 __all__ = ["Backend", "Outcome", "Written", "realize", "realize_and_write", "warm_up"]
 
 
 def warm_up(config: RunConfig) -> None:
-    """Run the warm-up on the master state in the calling thread, before any copy is made."""
+    """Run the warm-up on the master state in the calling thread, before any copy is made.
+
+    Then check the ``private_state`` patterns against the warmed-up state (`check_private_state`).
+    """
     warm = config.simulate if config.warmup is True else config.warmup
     assert callable(warm)
     seq = named_seed_sequence(config.seeds[0], "threadensemble.warmup")
     with realization_streams(seq):
         warm(*config.args, **config.call_kwargs(config.state))
+    if config.share_state:
+        check_private_state(config.state, config.share_state)
 
 
 def realize(
