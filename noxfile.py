@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s lint``, ``tests``, ``stress``, ``compare``, ``processes``, ``docs``.
+"""Sessions: ``nox -s lint``, ``tests``, ``oldest``, ``stress``, ``compare``, ``processes``,
+``docs``.
 
 - ``tests``: the README's ``python -m pytest -n auto`` on every interpreter found (3.11 to
   3.14t); on free-threaded ones with ``PYTHON_GIL=0``, checking that the GIL really is off.
@@ -9,6 +10,8 @@
 - ``processes``: benchmarks threadensemble (threads and processes) against thread and process
   pools (a hand-rolled ``ThreadPoolExecutor``, ``multiprocessing`` fork and spawn pools,
   ``ProcessPoolExecutor``, joblib, mpire) and a serial loop on the example models, on both.
+- ``oldest``: the fast stacking path's equivalence with ``xarray.concat``
+  (``tests/test_stacking.py``) with the oldest numpy and xarray that ``pyproject.toml`` allows.
 - ``stress``: pytest on ``stress/``, full sizes (``THREADENSEMBLE_STRESS=short``: the CI subset).
 - ``lint``: ruff and mypy.
 - ``docs``: the Sphinx site, ``docs/_build/html``; warnings are errors.
@@ -143,6 +146,22 @@ def tests(session: nox.Session) -> None:
     install(session, "test")
     check_interpreter(session)
     session.run("python", "-m", "pytest", "-n", "auto", *session.posargs)
+
+
+# The oldest versions pyproject.toml allows (numpy>=1.26, xarray>=2024.1), with a pandas of
+# their time: what tests/test_stacking.py, the fast path's equivalence with xarray.concat, also
+# runs against (the tests session runs it with the newest).
+OLDEST = ["numpy==1.26.*", "xarray==2024.1.*", "pandas==2.1.*", "tqdm==4.66.*"]
+
+
+@nox.session(python="3.11")
+def oldest(session: nox.Session) -> None:
+    """The fast stacking path against ``xarray.concat`` with the oldest supported xarray."""
+    session.install(*OLDEST, "pytest>=8", "pytest-timeout>=2.3")
+    session.install("--no-deps", "-e", ".")
+    versions = "import numpy, xarray; print(numpy.__version__, xarray.__version__)"
+    session.run("python", "-c", versions)
+    session.run("python", "-m", "pytest", "tests/test_stacking.py", *session.posargs)
 
 
 @nox.session(python=PYTHONS, default=False)

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from threadensemble import InconsistentRealizationError
-from threadensemble._results import _concat, _stack, assemble, check_layout, layout_of, to_dataset
+from threadensemble._results import assemble, check_layout, layout_of, to_dataset
 
 
 def test_dataset_is_kept() -> None:
@@ -80,43 +80,3 @@ def test_assemble_refuses_disagreeing_coordinates() -> None:
     b = xr.Dataset({"v": ("t", np.zeros(2))}, coords={"t": [0, 2]})
     with pytest.raises(ValueError, match="t"):
         assemble([a, b], [0, 1])
-
-
-def realizations(lengths: list[int], event_dtype: str = "f8") -> list[xr.Dataset]:
-    """Realizations with ragged events, shared coordinates, per-realization and run attrs."""
-    start = np.datetime64("2020-01-01", "ns")
-    return [
-        xr.Dataset(
-            {
-                "field": (("x", "y"), np.full((2, 3), k, "f4"), {"units": "m"}),
-                "count": ((), np.int64(k)),
-                "magnitude": ("event", np.arange(n).astype(event_dtype) + k),
-                "when": ("event", start + np.arange(n) * np.timedelta64(1, "h")),
-            },
-            coords={"x": [10, 20], "label": ("y", ["a", "b", "c"])},
-            attrs={"run": "r1", "realization": k, "key": [0, k], "dt": 0.5, "nan": np.nan},
-        )
-        for k, n in enumerate(lengths)
-    ]
-
-
-@pytest.mark.parametrize("lengths", [[2, 2], [3, 3, 3], [3, 1, 4, 0]])
-def test_stacking_gives_what_xarray_concat_gives(lengths: list[int]) -> None:
-    parts = realizations(lengths)
-    fast, reference = _stack(parts, ["event"]), _concat(parts, ["event"])
-    assert fast is not None
-    xr.testing.assert_identical(fast, reference)
-    assert {n: v.dtype for n, v in fast.variables.items()} == {
-        n: v.dtype for n, v in reference.variables.items()
-    }
-
-
-def test_stacking_leaves_other_cases_to_xarray() -> None:
-    padded_ints = realizations([3, 1], event_dtype="i8")  # padding would make them floats
-    other_units = realizations([2, 2])
-    other_units[1]["field"].attrs["units"] = "km"
-    other_keys = realizations([2, 2])
-    other_keys[1].attrs["extra"] = 1
-    for parts in (padded_ints, other_units, other_keys):
-        assert _stack(parts, ["event"]) is None
-        assemble(parts, list(range(len(parts))), ["event"])  # xarray.concat does it

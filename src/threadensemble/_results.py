@@ -9,8 +9,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 import xarray as xr
+from xarray.indexes import PandasIndex
 
 from ._errors import InconsistentRealizationError
+from ._stacking import plain_variable, stack
 
 __all__ = [
     "CONCAT_OPTIONS",
@@ -58,23 +60,6 @@ class VariableLayout(NamedTuple):
 
 # name -> layout of every data variable and coordinate (scalar coordinates included)
 Layout = dict[str, VariableLayout]
-
-
-def _variable(
-    dims: Sequence[Any], values: Any, attrs: Mapping[str, Any] | None = None
-) -> xr.Variable:
-    """Return ``xr.Variable(dims, values, attrs)``, without asking dask for plain numbers.
-
-    xarray checks every new array against dask's array type, which imports ``dask.array`` (and
-    through it scipy) on first use, about 0.5 s, when dask is installed: a cost that the first
-    ensemble of every process would pay for nothing.  A plain numpy array of bools or numbers
-    needs none of xarray's conversions (those are for objects, dates, masked and duck arrays),
-    so it goes in as it is (``fastpath``, which xarray uses for the same purpose internally);
-    anything else takes xarray's usual path.
-    """
-    if type(values) is np.ndarray and values.dtype.kind in "biufc":
-        return xr.Variable(tuple(dims), values, attrs, fastpath=True)
-    return xr.Variable(tuple(dims), values, attrs)
 
 
 def to_dataset(output: Any) -> xr.Dataset:
@@ -132,7 +117,7 @@ def _hash_values(values: np.ndarray[Any, Any]) -> str:
 
 def _default_dims_variable(values: np.ndarray) -> xr.Variable:
     """Return ``xr.DataArray(values).variable``: dimensions ``dim_0, dim_1, ...``."""
-    return _variable([f"dim_{i}" for i in range(values.ndim)], values)
+    return plain_variable([f"dim_{i}" for i in range(values.ndim)], values)
 
 
 def layout_of(ds: xr.Dataset, ragged: Sequence[str] = ()) -> Layout:
@@ -220,95 +205,6 @@ def _concat(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset
     return xr.concat(datasets, dim=REALIZATION_DIM, **CONCAT_OPTIONS)
 
 
-def _same(a: Any, b: Any) -> bool | None:
-    """Whether two attribute values are equal; None for kinds `_stack` leaves to xarray."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        if a.dtype.kind not in "biuUS" or b.dtype.kind not in "biuUS" or a.shape != b.shape:
-            return None
-        return bool(np.array_equal(a, b))
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        if len(a) != len(b):
-            return False
-        pairs = [_same(x, y) for x, y in zip(a, b, strict=True)]
-        return None if None in pairs else all(pairs)
-    plain = (str, bytes, bool, int, float, np.integer, np.floating, np.bool_)
-    if isinstance(a, plain) and isinstance(b, plain):
-        both_nan = (
-            isinstance(a, float | np.floating)
-            and isinstance(b, float | np.floating)
-            and (np.isnan(a) and np.isnan(b))
-        )
-        return bool(a == b or both_nan)  # NaN equals NaN here, as in xarray
-    return None  # objects of other kinds: xarray has its own rules
-
-
-def _common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
-    """``combine_attrs="drop_conflicts"`` where it is plain: same keys, values kept if all equal.
-
-    None when the keys differ or a value is of a kind `_same` does not judge.
-    """
-    first = attrs[0]
-    if any(a.keys() != first.keys() for a in attrs):
-        return None
-    common = {}
-    for key, value in first.items():
-        verdicts = [_same(value, a[key]) for a in attrs[1:]]
-        if None in verdicts:
-            return None
-        if all(verdicts):
-            common[key] = value
-    return common
-
-
-def _stack(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset | None:
-    """`_concat`'s result, made with numpy, for realizations that differ only in their data.
-
-    ``xarray.concat`` costs a fraction of a millisecond per realization, in the calling thread
-    after the workers are done: seconds for thousands of small realizations.  This stacks each
-    data variable's values at once.  It returns None, leaving the case to `_concat`, unless
-    every realization has the same variables, equal coordinates, the same attributes on every
-    variable, run attributes of plain kinds, and ragged dimensions that need no padding or only
-    on float or datetime variables without coordinates along them (filled with NaN or NaT, as
-    ``Dataset.pad`` does).
-    """
-    first = datasets[0]
-    names = list(first.variables)
-    attrs = _common_attrs([ds.attrs for ds in datasets])
-    if attrs is None or any(list(ds.variables) != names for ds in datasets):
-        return None
-    for name in names:
-        var = first.variables[name]
-        others = [ds.variables[name] for ds in datasets[1:]]
-        for other in others:  # (attributes may be arrays: lists read back from files are)
-            common = _common_attrs([var.attrs, other.attrs])
-            if common is None or common.keys() != var.attrs.keys():
-                return None
-        if name in first.coords and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
-            return None
-    longest = {str(d): max(ds.sizes[d] for ds in datasets) for d in ragged if d in first.dims}
-    padded_dims = {d for d, n in longest.items() if any(ds.sizes[d] < n for ds in datasets)}
-    data_vars = {}
-    for name in first.data_vars:
-        var = first.variables[name]
-        values = [ds.variables[name].values for ds in datasets]
-        if padded_dims & set(map(str, var.dims)):
-            if var.dtype.kind not in "fmM" or padded_dims & set(map(str, first.coords)):
-                return None
-            shape = tuple(longest.get(str(d), n) for d, n in zip(var.dims, var.shape, strict=True))
-            missing = np.nan if var.dtype.kind == "f" else np.array("NaT", dtype=var.dtype)
-            stacked = np.full((len(values), *shape), missing, dtype=var.dtype)
-            for out, value in zip(stacked, values, strict=True):
-                out[tuple(slice(0, n) for n in value.shape)] = value
-        else:
-            stacked = np.stack(values)
-        data_vars[name] = _variable((REALIZATION_DIM, *var.dims), stacked, var.attrs)
-        data_vars[name].encoding = dict(var.encoding)
-    ensemble = xr.Dataset(data_vars, coords=first.coords, attrs=attrs)
-    ensemble.encoding = dict(first.encoding)
-    return ensemble
-
-
 def assemble(
     datasets: Sequence[xr.Dataset], indices: Sequence[int], ragged: Sequence[str] = ()
 ) -> xr.Dataset:
@@ -320,15 +216,16 @@ def assemble(
     """
     order = np.argsort(indices, kind="stable")
     ordered = [datasets[i] for i in order]
-    stacked = _stack(ordered, ragged)
+    stacked = stack(ordered, REALIZATION_DIM, ragged)
     ensemble = stacked if stacked is not None else _concat(ordered, ragged)
     return label_realizations(ensemble, [indices[i] for i in order])
 
 
 def label_realizations(ensemble: xr.Dataset, indices: Sequence[int]) -> xr.Dataset:
     """Give a concatenated ensemble its ``realization`` coordinate and put that dim first."""
-    # Built from its pandas index, which xarray takes as it is (no dask check: see `_variable`).
-    index = xr.indexes.PandasIndex(pd.Index(np.asarray(indices)), REALIZATION_DIM)
-    labelled = ensemble.assign_coords(xr.Coordinates.from_xindex(index))
+    # Built from its pandas index, which xarray takes as it is (no dask check, as `plain_variable`).
+    index = PandasIndex(pd.Index(np.asarray(indices)), REALIZATION_DIM)
+    coords = xr.Coordinates(index.create_variables(), indexes={REALIZATION_DIM: index})
+    labelled = ensemble.assign_coords(coords)
     ordered_dims: xr.Dataset = labelled.transpose(REALIZATION_DIM, ...)
     return ordered_dims
