@@ -247,3 +247,23 @@ def test_route_of_a_module_workers_cannot_import_is_refused() -> None:
 
     with te.route_rng(lib), pytest.raises(TypeError, match=r"route_rng\(made_up_here\)"):
         te.simulate_ensemble(simulate, 2, seed=1, backend="processes", progress=False)
+
+
+class Station:
+    """A state holding the documented fix for a generator attribute: ``self.rng = te.rng``."""
+
+    def __init__(self) -> None:
+        self.rng = te.rng
+        self.buf = np.zeros(3)
+
+
+def station_draws(*, station: Station) -> dict[str, Any]:
+    station.buf[:] = station.rng.random(3)
+    return {"x": station.buf.copy()}
+
+
+def test_a_state_holding_te_rng_travels_to_the_workers() -> None:
+    run = {"state": Station(), "inject": "station", "seed": 5, "progress": False}
+    threads = te.simulate_ensemble(station_draws, 4, n_workers=1, **run)
+    processes = te.simulate_ensemble(station_draws, 4, n_workers=2, backend="processes", **run)
+    xr.testing.assert_identical(threads, processes)

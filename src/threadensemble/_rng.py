@@ -287,7 +287,9 @@ class ThreadLocalGenerator:
     ``rng.normal(...)`` everywhere.  Shared by threads, such a generator serializes on its lock
     and makes results depend on scheduling.  Assigning ``rng = threadensemble.rng`` (or
     ``ThreadLocalGenerator("wind")`` for a named stream) makes every existing call site draw
-    from the calling thread's per-realization stream, without editing any of them.
+    from the calling thread's per-realization stream, without editing any of them.  It copies
+    and pickles as ``ThreadLocalGenerator(name)``, so a state or a model holding it can be
+    deep-copied per thread and sent to worker processes.
 
     Parameters
     ----------
@@ -313,7 +315,15 @@ class ThreadLocalGenerator:
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
+        # Only public names forward: copy and pickle look up dunders on a new, empty object
+        # (before ``_name`` is set), which must not recurse.
+        if attribute.startswith("_"):
+            raise AttributeError(f"'ThreadLocalGenerator' object has no attribute {attribute!r}")
         return getattr(get_rng(self._name), attribute)
+
+    def __reduce__(self) -> tuple[type[ThreadLocalGenerator], tuple[str | None]]:
+        """Copy and pickle as ``ThreadLocalGenerator(name)``: a forwarder, not a generator."""
+        return (ThreadLocalGenerator, (self._name,))
 
     def __repr__(self) -> str:
         stream = "default stream" if self._name is None else f"stream {self._name!r}"
