@@ -1,5 +1,6 @@
 """The thread-safety check on deliberately broken models, each reported with its cause."""
 
+import pickle
 import threading
 from typing import Any
 
@@ -184,3 +185,41 @@ def test_check_takes_the_seed_scheme_of_simulate_ensemble() -> None:
 def test_a_bad_sample_names_sample(sample: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="sample must be an int >= 1"):
         te.check(lambda: {"x": np.zeros(1)}, sample=sample)  # type: ignore[arg-type]
+
+
+class CachedModel:
+    """A model loaded from a protocol-4 pickle (its arrays cannot be made read-only)."""
+
+    def __init__(self) -> None:
+        self.means = np.zeros(2000)
+        self.scratch = np.zeros(2000)
+
+
+def writes_deep_in_scratch(model: CachedModel) -> dict[str, Any]:
+    model.scratch[1997] += 1.0  # a write the read-only protection cannot stop
+    return {"x": te.get_rng().random()}
+
+
+def test_a_check_over_its_budget_fails_and_says_how_to_raise_it() -> None:
+    model = pickle.loads(pickle.dumps(CachedModel(), protocol=4))
+    report = te.check(
+        writes_deep_in_scratch, args=(model,), sample=2, n_workers=2, max_bytes=20_000
+    )  # room for one of the two arrays
+    assert not report.ok and report.causes == {te.Cause.NOT_FINGERPRINTED}, str(report)
+    assert "args[0].scratch" in str(report) and "max_bytes=" in str(report)
+    with pytest.raises(te.ThreadSafetyError, match="raise the budget"):
+        report.raise_if_failed()
+    found = te.check(writes_deep_in_scratch, args=(model,), sample=2, n_workers=2)
+    assert te.Cause.SHARED_ARRAY_WRITE in found.causes, str(found)
+    many = [[i] for i in range(3000)]
+    counted = te.check(
+        lambda m: {"x": te.get_rng().random()},
+        args=(many,),
+        sample=2,
+        n_workers=2,
+        max_objects=1000,
+    )
+    assert counted.causes == {te.Cause.NOT_FINGERPRINTED}, str(counted)
+    assert "max_objects=1,000" in str(counted)
+    with pytest.raises(ValueError, match="max_objects must be an int >= 1"):
+        te.check(writes_deep_in_scratch, args=(model,), max_objects=0)

@@ -44,6 +44,8 @@ from ._config import RunConfig, make_config
 from ._realize import realize, warm_up
 from ._rng import SeedLike
 from ._shared import (
+    MAX_BYTES,
+    MAX_OBJECTS,
     Protection,
     Walk,
     changes,
@@ -77,6 +79,7 @@ class Cause(enum.Enum):
     SIMULATE_RAISED = "simulate raised an exception"
     WORKER_INIT_FAILED = "a worker thread could not copy the state"
     NOT_RUN = "the threaded pass did not run every realization"
+    NOT_FINGERPRINTED = "the check's budget was hit: part of the model was not watched"
 
 
 _ADVICE = {
@@ -115,6 +118,10 @@ _ADVICE = {
     "state deep-copyable from any thread (copy.deepcopy(state) must work in a new thread)",
     Cause.NOT_RUN: "the check cannot vouch for realizations it did not run on threads; fix what "
     "stopped them (see the other findings)",
+    Cause.NOT_FINGERPRINTED: "writes to what was left out go unseen, so the check cannot vouch "
+    "for the model: raise the budget (check(..., max_objects=..., max_bytes=...); each "
+    "fingerprint hashes up to max_bytes of array data), or give simulate less to walk (large "
+    "tables that simulate does not need, or many small objects)",
 }
 
 
@@ -193,10 +200,6 @@ class CheckReport:
             f"  fingerprinted {self.walked_objects} objects ({self.walked_bytes / 1e6:.1f} MB of "
             f"arrays) of the model and of {len(self.watched_modules)} modules",
         ]
-        if self.budget_hit:
-            lines.append(
-                "  budget hit: part of the model was not fingerprinted (changes there go unseen)"
-            )
         if self.unprotected:
             lines.append(f"  {unprotected_message(self.unprotected)}")
         if self.state is not None:
@@ -737,6 +740,28 @@ def _module_findings(
         yield Cause.LIBRARY_GENERATOR, _join(library)
 
 
+_NOT_HASHED = "(not hashed: over the budget)"  # how a fingerprint shows an array left out
+
+
+def _budget_detail(
+    walks: Sequence[Walk], prints: Sequence[Mapping[str, str]], max_objects: int, max_bytes: int
+) -> str:
+    """Say what the walks of the check left out: objects beyond the count, arrays not hashed."""
+    parts = []
+    unhashed_paths = sorted(
+        {p for found in prints for p, token in found.items() if token.endswith(_NOT_HASHED)}
+    )
+    if any(w.objects >= w.max_objects and w.budget_hit for w in walks):
+        parts.append(f"the walk stopped at max_objects={max_objects:,} objects")
+    if unhashed := max(w.unhashed for w in walks):
+        hashed = max(w.bytes for w in walks)
+        parts.append(
+            f"{unhashed} array{'s were' if unhashed > 1 else ' was'} not hashed "
+            f"({_join(unhashed_paths)}; {hashed / 1e6:.0f} MB hashed, max_bytes={max_bytes:,})"
+        )
+    return "; ".join(parts) + ": changes there go unseen"
+
+
 def check(
     simulate: Callable[..., Any],
     *,
@@ -753,6 +778,8 @@ def check(
     protect_shared: bool = True,
     share_state: bool = False,
     private_state: Sequence[str] = (),
+    max_objects: int = MAX_OBJECTS,
+    max_bytes: int = MAX_BYTES,
 ) -> CheckReport:
     """Check that ``simulate`` gives the same realizations on threads as on one worker.
 
@@ -768,8 +795,10 @@ def check(
     attribute).  The check fails when its threaded pass could not run every realization.
 
     The walk of the objects visits each object once, at any depth, within a budget (a million
-    objects, 1 GiB of array data hashed); the report says how much it walked and whether the
-    budget was hit.  The caller's objects, array flags included, are as before afterwards.
+    objects, 1 GiB of array data hashed, by default); the report says how much it walked.  When
+    the budget is hit, what was left out is not watched, and the check fails
+    (`Cause.NOT_FINGERPRINTED`, naming what was left out).  The caller's objects, array flags
+    included, are as before afterwards.
     Shared arrays whose memory is an immutable ``bytes`` object (unpickled with protocol <= 4)
     cannot be made read-only and writeable again; they are left writeable, listed in
     ``report.unprotected``, and writes to them are still found by the fingerprint.
@@ -786,6 +815,10 @@ def check(
         Threads started together for the threaded pass.
     protect_shared : bool, default True
         Make the shared arrays read-only while the check runs.
+    max_objects : int, default 1,000,000
+        The most objects one walk of the model and the watched modules visits.
+    max_bytes : int, default 1 GiB
+        The most array bytes one fingerprint hashes; larger arrays beyond it are left out.
 
     Returns
     -------
@@ -809,6 +842,11 @@ def check(
         raise TypeError(f"{rule}, got {sample!r}")
     if sample < 1:
         raise ValueError(f"{rule}, got {sample!r}")
+    for name, value in (("max_objects", max_objects), ("max_bytes", max_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
     config = make_config(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,
@@ -820,7 +858,11 @@ def check(
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
     shared = {**config.shared_roots(), "simulate": simulate}
-    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects it
+
+    def new_walk() -> Walk:
+        return Walk(max_objects=max_objects, max_bytes=max_bytes)
+
+    walk = new_walk()  # one walk of the model finds the modules, fingerprints and protects it
     found = list(reachable(shared, walk))
     in_state = (obj for _, obj in reachable({"state": config.state}))
     modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
@@ -842,12 +884,17 @@ def check(
     with protect as protection:
         if config.warmup:
             warm_up(config)
-            walk = Walk()
+            walk = new_walk()
             before = snapshot(walk)
             walk.seen.clear()
         reference = checker.serial_and_repeats()
         checker.threads(reference)
-    after = snapshot(Walk())
+    after_walk = new_walk()
+    after = snapshot(after_walk)
+    walks = [walk, after_walk] + ([] if protection is None else [protection.walk])
+    if any(w.budget_hit for w in walks):
+        detail = _budget_detail(walks, [before[0], after[0]], max_objects, max_bytes)
+        checker.note(Cause.NOT_FINGERPRINTED, detail)
     changed = changes(before[0], after[0])
     in_shared = [c for c in changed if any(_under(c, root) for root in shared)]
     for cause, detail in _shared_findings(in_shared):
@@ -880,7 +927,7 @@ def check(
         differences=tuple(checker.differences),
         walked_objects=walk.objects,
         walked_bytes=walk.bytes,
-        budget_hit=walk.budget_hit or (done is not None and done.walk.budget_hit),
+        budget_hit=any(w.budget_hit for w in walks),
         unprotected=() if done is None else tuple(done.unprotected),
         watched_modules=tuple(modules),
         state=None
