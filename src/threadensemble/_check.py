@@ -712,6 +712,26 @@ def _owner(path: str, modules: Namespaces) -> str:
     return max((m for m in modules if path.startswith(m + ".")), key=len, default="?")
 
 
+def _why_not_routable(name: str, namespace: Mapping[str, Any]) -> str | None:
+    """Say why `route_rng` would not replace the generator at ``module.name`` (None: it would).
+
+    It replaces the module's ``get_rng`` and the ``numpy.random.Generator`` objects that are
+    module globals; not legacy generators, nor generators inside containers, objects or
+    function defaults.
+    """
+    if "__defaults__" in name or "__kwdefaults__" in name:
+        return "it is bound as a default argument of a function"
+    if not name.isidentifier() or name not in namespace:
+        return "it is held inside another object, not as a module global"
+    value = namespace[name]
+    if isinstance(value, np.random.Generator):
+        return None
+    module = type(value).__module__
+    kind = f"{'numpy.random' if module.startswith('numpy.random') else module}."
+    kind += type(value).__qualname__
+    return f"it is a {kind}; route_rng replaces numpy.random.Generator globals only"
+
+
 def _module_findings(
     found: Sequence[str], modules: Namespaces, own_package: str
 ) -> Iterator[tuple[Cause, str]]:
@@ -724,14 +744,22 @@ def _module_findings(
             continue
         module = _owner(path, modules)
         namespace = modules.get(module, {})
-        routable = "get_rng" in namespace or _top(module) != own_package
-        if routable:
+        if "get_rng" not in namespace and _top(module) == own_package:
+            shared.append(f"the module-level generator {path} is drawn from by every thread")
+            continue
+        unroutable = _why_not_routable(path[len(module) + 1 :], namespace)
+        if unroutable is None:
             library.append(
                 f"{path} (of module {module}) changed state during the runs: nothing reseeds it "
                 f"per realization; route it with threadensemble.route_rng({module})"
             )
         else:
-            shared.append(f"the module-level generator {path} is drawn from by every thread")
+            shared.append(
+                f"{path} (of module {module}) changed state during the runs: nothing reseeds it "
+                f"per realization, and route_rng cannot route it ({unroutable}); where it is "
+                "drawn from, draw from threadensemble.get_rng() (or put threadensemble.rng in "
+                "its place)"
+            )
     if state:
         yield Cause.MODULE_STATE_CHANGED, _join(state)
     if shared:
