@@ -1,11 +1,14 @@
 """The thread-safety check on deliberately broken models, each reported with its cause."""
 
+import itertools
 import pickle
+import random
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import threadensemble as te
 from threadensemble import Cause
@@ -223,3 +226,36 @@ def test_a_check_over_its_budget_fails_and_says_how_to_raise_it() -> None:
     assert "max_objects=1,000" in str(counted)
     with pytest.raises(ValueError, match="max_objects must be an int >= 1"):
         te.check(writes_deep_in_scratch, args=(model,), max_objects=0)
+
+
+def calibration_attrs(where: str) -> Any:
+    """A model whose attributes (not its data) come from a generator nothing reseeds."""
+    hidden = random.Random(1)  # inside a function: not watched, found by the outputs only
+
+    def simulate() -> xr.Dataset:
+        ds = xr.Dataset({"x": ("i", te.get_rng().random(2))})
+        if where == "dataset":
+            ds.attrs["calibration"] = hidden.random()
+        else:
+            ds["x"].attrs["calibration"] = np.array([hidden.random()])
+        return ds
+
+    return simulate
+
+
+@pytest.mark.parametrize("where", ["dataset", "variable"])
+def test_outputs_that_differ_in_attributes_only_fail(where: str) -> None:
+    report = te.check(calibration_attrs(where), sample=3, n_workers=2)
+    assert not report.ok, str(report)
+    assert "attrs['calibration']" in str(report)
+
+
+def test_none_is_not_nan_in_object_outputs() -> None:
+    calls = itertools.count()
+
+    def simulate() -> dict[str, Any]:  # NaN in the first run of each realization, then None
+        first = next(calls) < 3
+        return {"o": ("i", np.array([float("nan") if first else None, 1], dtype=object))}
+
+    report = te.check(simulate, sample=3, n_workers=2)
+    assert not report.ok, str(report)

@@ -233,11 +233,15 @@ def _missing(value: Any) -> bool:
 
 
 def _same_object(a: Any, b: Any) -> bool:
-    """Element-wise equality of object arrays: same type and equal value, or both missing."""
-    if a is b or (_missing(a) and _missing(b)):
+    """Element-wise equality of object arrays: same type, and equal value or both missing."""
+    if a is b:
         return True
-    if type(a) is not type(b):
+    if type(a) is not type(b):  # None is not NaN
         return False
+    if _missing(a) and _missing(b):
+        return True
+    if isinstance(a, np.ndarray):  # in attributes
+        return a.shape == b.shape and not _unequal(a, b).any()
     if isinstance(a, float):
         return bool(a.hex() == b.hex())
     try:
@@ -280,12 +284,29 @@ def _max_abs_diff(x: np.ndarray, y: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
+def _attrs(attrs: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Return the attributes the model set (not threadensemble's own provenance attributes)."""
+    return {k: v for k, v in attrs.items() if not str(k).startswith("threadensemble_")}
+
+
+def _attr_differences(
+    where: str, a: Mapping[Any, Any], b: Mapping[Any, Any], index: int, comparison: str
+) -> list[Difference]:
+    x, y = _attrs(a), _attrs(b)
+    return [
+        Difference(index, f"{where}attrs[{key!r}]", comparison, float("nan"), 1.0)
+        for key in sorted(x.keys() | y.keys(), key=str)
+        if key not in x or key not in y or not _same_object(x[key], y[key])
+    ]
+
+
 def _compare(a: xr.Dataset, b: xr.Dataset, index: int, comparison: str) -> list[Difference]:
-    found = []
+    found = _attr_differences("", a.attrs, b.attrs, index, comparison)
     for name in sorted(set(a.variables) | set(b.variables), key=str):
         if name not in a.variables or name not in b.variables or a[name].shape != b[name].shape:
             found.append(Difference(index, str(name), comparison, float("inf"), 1.0))
             continue
+        found += _attr_differences(f"{name}.", a[name].attrs, b[name].attrs, index, comparison)
         x, y = a[name].values, b[name].values
         unequal = _unequal(x, y)
         if unequal.any():
@@ -813,8 +834,9 @@ def check(
 
     Runs realizations ``0 .. sample-1`` once in order on one copy of the state (the reference),
     twice more each on that copy, and on ``n_workers`` threads started together, comparing the
-    outputs bit for bit (NaN and NaT in the same places are equal; object arrays element by
-    element).  While it runs, the numpy arrays of the shared context (``args``, ``kwargs``,
+    outputs bit for bit, with their attributes and those of their variables (not threadensemble's
+    own ``threadensemble_*``); NaN and NaT in the same places are equal; object arrays element
+    by element, where a NaN equals only a NaN of the same type, never None.  While it runs, the numpy arrays of the shared context (``args``, ``kwargs``,
     ``simulate``'s closure) and of the watched modules are read-only (when ``protect_shared``),
     and all of them, the module globals of every module reachable from ``simulate`` (within its
     packages), the global ``numpy.random`` state and the ``random`` module's state are compared
