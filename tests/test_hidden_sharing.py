@@ -675,3 +675,54 @@ def test_generators_route_rng_cannot_route_are_named_without_recommending_it(
     assert detail.startswith(f"{path} (of module unroutable) changed state"), detail
     assert why in detail and "threadensemble.get_rng()" in detail
     assert "route it with" not in str(report)
+
+
+class Seeds:
+    """A model that hands out child streams by spawning from its own, shared by every thread."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(3)
+        self.ss = np.random.SeedSequence(4)
+
+
+def spawns_a_generator(model: Seeds) -> dict[str, Any]:
+    return {"x": model.rng.spawn(1)[0].random(2)}
+
+
+def spawns_a_seed_sequence(model: Seeds) -> dict[str, Any]:
+    return {"x": np.random.default_rng(model.ss.spawn(1)[0]).random(2)}
+
+
+@pytest.mark.parametrize(
+    ("simulate", "path"),
+    [(spawns_a_generator, "args[0].rng"), (spawns_a_seed_sequence, "args[0].ss")],
+)
+def test_spawning_from_a_shared_generator_or_seed_sequence_is_named(
+    simulate: Callable[..., Any], path: str
+) -> None:
+    report = run_check(simulate, args=(Seeds(),))
+    assert report.causes == {Cause.SHARED_GENERATOR}, str(report)
+    assert finding(report, Cause.SHARED_GENERATOR).startswith(f"{path} changed state")
+
+
+COUNTER = """
+import itertools
+
+TICKETS = itertools.count()
+
+
+class Model:
+    def run(self):
+        return next(TICKETS)
+"""
+
+
+def test_a_module_level_itertools_count_is_named(package: Callable[..., Any]) -> None:
+    lib = package("ticketing", {"__init__": COUNTER})
+
+    def simulate(model: Any) -> dict[str, Any]:
+        return {"x": np.array([model.run()])}
+
+    report = run_check(simulate, args=(lib.Model(),))
+    assert report.causes == {Cause.MODULE_STATE_CHANGED}, str(report)
+    assert finding(report, Cause.MODULE_STATE_CHANGED).startswith("ticketing.TICKETS: count(0) ->")

@@ -836,8 +836,9 @@ def check(
     twice more each on that copy, and on ``n_workers`` threads started together, comparing the
     outputs bit for bit, with their attributes and those of their variables (not threadensemble's
     own ``threadensemble_*``); NaN and NaT in the same places are equal; object arrays element
-    by element, where a NaN equals only a NaN of the same type, never None.  While it runs, the numpy arrays of the shared context (``args``, ``kwargs``,
-    ``simulate``'s closure) and of the watched modules are read-only (when ``protect_shared``),
+    by element, where a NaN equals only a NaN of the same type, never None.  While it runs,
+    the numpy arrays of the shared context (``args``, ``kwargs``, ``simulate``'s closure) and
+    of the watched modules are read-only (when ``protect_shared``),
     and all of them, the module globals of every module reachable from ``simulate`` (within its
     packages), the global ``numpy.random`` state and the ``random`` module's state are compared
     before and after.  Each kind of hidden sharing is reported with its own `Cause`, naming
