@@ -1,6 +1,7 @@
 import copy
 import pickle
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -218,3 +219,17 @@ def test_thread_local_generator_copies_and_pickles_as_its_stream() -> None:
     )
     assert one.identical(two)
     assert te.check(station_draws, state=Station(), inject="station", sample=2, n_workers=2).ok
+
+
+@pytest.mark.parametrize(("first", "second"), [(0, [0, 0]), (7, [7, 0]), (2**32, [0, 1])])
+def test_seed_for_giving_two_forms_of_one_seed_is_refused(first: object, second: object) -> None:
+    def seed_for(k: int) -> Any:
+        return first if k == 0 else second
+
+    with pytest.raises(ValueError, match=r"seed_for\(0\) and seed_for\(1\) give seeds .* same"):
+        te.simulate_ensemble(
+            lambda: {"x": te.get_rng().random(2)},
+            2,
+            seed_for=seed_for,
+            progress=False,
+        )
