@@ -259,3 +259,24 @@ def test_none_is_not_nan_in_object_outputs() -> None:
 
     report = te.check(simulate, sample=3, n_workers=2)
     assert not report.ok, str(report)
+
+
+def test_arrays_over_the_budget_that_were_read_only_need_no_fingerprint() -> None:
+    tables = {"means": np.zeros(5000), "scales": np.ones(5000)}  # 40 kB each, protectable
+
+    def reads(model: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"x": model["means"][:2] + te.get_rng().random(2)}
+
+    def writes(model: dict[str, np.ndarray]) -> dict[str, Any]:
+        model["scales"][4999] += 1.0
+        return {"x": te.get_rng().random(2)}
+
+    passed = te.check(reads, args=(tables,), sample=2, n_workers=2, max_bytes=50_000)
+    assert passed.ok and passed.budget_hit, str(passed)
+    assert "args[0]['scales']" in passed.unhashed_read_only and "read-only" in str(passed)
+    found = te.check(writes, args=(tables,), sample=2, n_workers=2, max_bytes=50_000)
+    assert found.causes == {te.Cause.SHARED_ARRAY_WRITE}, str(found)
+    unguarded = te.check(
+        reads, args=(tables,), sample=2, n_workers=2, max_bytes=50_000, protect_shared=False
+    )
+    assert unguarded.causes == {te.Cause.NOT_FINGERPRINTED}, str(unguarded)

@@ -159,7 +159,9 @@ class CheckReport:
 
     ``walked_objects`` and ``walked_bytes`` say how much of the model and the watched modules
     were fingerprinted; ``budget_hit`` that the walk left some out (see `check`);
-    ``unprotected`` names the shared arrays that could not be made read-only.
+    ``unprotected`` names the shared arrays that could not be made read-only;
+    ``unhashed_read_only`` the arrays over the hashing budget that were read-only while checked
+    (a write to them raised: they need no fingerprint).
     """
 
     simulate: str
@@ -172,6 +174,7 @@ class CheckReport:
     walked_bytes: int = 0
     budget_hit: bool = False
     unprotected: tuple[str, ...] = ()
+    unhashed_read_only: tuple[str, ...] = ()  # over max_bytes, but read-only while checked
     watched_modules: tuple[str, ...] = ()
     state: StateFootprint | None = None  # what each thread's copy of the state costs
 
@@ -200,6 +203,12 @@ class CheckReport:
             f"  fingerprinted {self.walked_objects} objects ({self.walked_bytes / 1e6:.1f} MB of "
             f"arrays) of the model and of {len(self.watched_modules)} modules",
         ]
+        if self.unhashed_read_only:
+            lines.append(
+                f"  {len(self.unhashed_read_only)} arrays over max_bytes were not hashed "
+                f"({_join(self.unhashed_read_only)}): they were read-only during the check, so "
+                "a write to them was found all the same"
+            )
         if self.unprotected:
             lines.append(f"  {unprotected_message(self.unprotected)}")
         if self.state is not None:
@@ -792,21 +801,40 @@ def _module_findings(
 _NOT_HASHED = "(not hashed: over the budget)"  # how a fingerprint shows an array left out
 
 
-def _budget_detail(
-    walks: Sequence[Walk], prints: Sequence[Mapping[str, str]], max_objects: int, max_bytes: int
-) -> str:
+def _left_out(
+    walks: Sequence[Walk],
+    prints: Sequence[Mapping[str, str]],
+    roots: Mapping[str, Any],
+    protection: Protection | None,
+) -> tuple[bool, list[str], list[str]]:
+    """Return what the check's walks left out: whether objects were, and the arrays not hashed.
+
+    The arrays are split into those that were read-only during the check (a write to them
+    raised, so it was found all the same) and the others, whose changes went unseen.
+    """
+    objects_hit = any(w.objects >= w.max_objects and w.budget_hit for w in walks)
+    unhashed = sorted({p for found in prints for p, t in found.items() if t.endswith(_NOT_HASHED)})
+    if not unhashed or protection is None or not protection.arrays:
+        return objects_hit, unhashed, []
+    protected = {id(array) for array in protection.arrays}  # they are alive: protection has them
+    wanted = set(unhashed)
+    budget = max(w.max_objects for w in walks)
+    now = {path: obj for path, obj in reachable(roots, Walk(max_objects=budget)) if path in wanted}
+    read_only = [p for p in unhashed if p in now and id(now[p]) in protected]
+    return objects_hit, [p for p in unhashed if p not in read_only], read_only
+
+
+def _budget_detail(objects_hit: bool, unhashed: Sequence[str], walks: Sequence[Walk]) -> str:
     """Say what the walks of the check left out: objects beyond the count, arrays not hashed."""
     parts = []
-    unhashed_paths = sorted(
-        {p for found in prints for p, token in found.items() if token.endswith(_NOT_HASHED)}
-    )
-    if any(w.objects >= w.max_objects and w.budget_hit for w in walks):
-        parts.append(f"the walk stopped at max_objects={max_objects:,} objects")
-    if unhashed := max(w.unhashed for w in walks):
+    if objects_hit:
+        parts.append(f"the walk stopped at max_objects={walks[0].max_objects:,} objects")
+    if unhashed:
         hashed = max(w.bytes for w in walks)
         parts.append(
-            f"{unhashed} array{'s were' if unhashed > 1 else ' was'} not hashed "
-            f"({_join(unhashed_paths)}; {hashed / 1e6:.0f} MB hashed, max_bytes={max_bytes:,})"
+            f"{len(unhashed)} writeable array{'s were' if len(unhashed) > 1 else ' was'} not "
+            f"hashed ({_join(unhashed)}; {hashed / 1e6:.0f} MB hashed, "
+            f"max_bytes={walks[0].max_bytes:,})"
         )
     return "; ".join(parts) + ": changes there go unseen"
 
@@ -848,8 +876,9 @@ def check(
     The walk of the objects visits each object once, at any depth, within a budget (a million
     objects, 1 GiB of array data hashed, by default); the report says how much it walked.  When
     the budget is hit, what was left out is not watched, and the check fails
-    (`Cause.NOT_FINGERPRINTED`, naming what was left out).  The caller's objects, array flags
-    included, are as before afterwards.
+    (`Cause.NOT_FINGERPRINTED`, naming what was left out), unless all that was left out are
+    arrays that were read-only during the check (a write to them raises, and is found).  The
+    caller's objects, array flags included, are as before afterwards.
     Shared arrays whose memory is an immutable ``bytes`` object (unpickled with protocol <= 4)
     cannot be made read-only and writeable again; they are left writeable, listed in
     ``report.unprotected``, and writes to them are still found by the fingerprint.
@@ -943,9 +972,12 @@ def check(
     after_walk = new_walk()
     after = snapshot(after_walk)
     walks = [walk, after_walk] + ([] if protection is None else [protection.walk])
+    read_only: list[str] = []
     if any(w.budget_hit for w in walks):
-        detail = _budget_detail(walks, [before[0], after[0]], max_objects, max_bytes)
-        checker.note(Cause.NOT_FINGERPRINTED, detail)
+        roots = {**shared, **_module_roots(modules)}
+        objects_hit, unseen, read_only = _left_out(walks, [before[0], after[0]], roots, protection)
+        if objects_hit or unseen:
+            checker.note(Cause.NOT_FINGERPRINTED, _budget_detail(objects_hit, unseen, walks))
     changed = changes(before[0], after[0])
     in_shared = [c for c in changed if any(_under(c, root) for root in shared)]
     for cause, detail in _shared_findings(in_shared):
@@ -980,6 +1012,7 @@ def check(
         walked_bytes=walk.bytes,
         budget_hit=any(w.budget_hit for w in walks),
         unprotected=() if done is None else tuple(done.unprotected),
+        unhashed_read_only=tuple(read_only),
         watched_modules=tuple(modules),
         state=None
         if config.inject is None
