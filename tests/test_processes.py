@@ -222,7 +222,7 @@ def library_weather(n: int) -> dict[str, Any]:
     return {"t": ("day", weatherlib.draw(n))}
 
 
-def test_route_rng_reaches_the_worker_processes() -> None:
+def test_route_rng_reaches_the_worker_processes(tmp_path: Path) -> None:
     run = {"args": (3,), "seed": 1, "progress": False}
     with te.route_rng(weatherlib):
         threads = te.simulate_ensemble(library_weather, 6, n_workers=2, **run)
@@ -235,6 +235,8 @@ def test_route_rng_reaches_the_worker_processes() -> None:
     decorated = te.route_rng(weatherlib)(library_weather)  # pickles with its route
     again = te.simulate_ensemble(decorated, 6, n_workers=2, backend="processes", **run)
     xr.testing.assert_identical(threads, again)
+    on_disk = te.simulate_ensemble(decorated, 6, output_dir=tmp_path, **run)  # fingerprintable
+    xr.testing.assert_identical(threads, on_disk)
     assert isinstance(weatherlib.rng, np.random.Generator)  # restored
 
 
