@@ -1,10 +1,14 @@
 """The thread-safety check on deliberately broken models, each reported with its cause."""
 
+import itertools
+import pickle
+import random
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
+import xarray as xr
 
 import threadensemble as te
 from threadensemble import Cause
@@ -184,3 +188,95 @@ def test_check_takes_the_seed_scheme_of_simulate_ensemble() -> None:
 def test_a_bad_sample_names_sample(sample: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="sample must be an int >= 1"):
         te.check(lambda: {"x": np.zeros(1)}, sample=sample)  # type: ignore[arg-type]
+
+
+class CachedModel:
+    """A model loaded from a protocol-4 pickle (its arrays cannot be made read-only)."""
+
+    def __init__(self) -> None:
+        self.means = np.zeros(2000)
+        self.scratch = np.zeros(2000)
+
+
+def writes_deep_in_scratch(model: CachedModel) -> dict[str, Any]:
+    model.scratch[1997] += 1.0  # a write the read-only protection cannot stop
+    return {"x": te.get_rng().random()}
+
+
+def test_a_check_over_its_budget_fails_and_says_how_to_raise_it() -> None:
+    model = pickle.loads(pickle.dumps(CachedModel(), protocol=4))
+    report = te.check(
+        writes_deep_in_scratch, args=(model,), sample=2, n_workers=2, max_bytes=20_000
+    )  # room for one of the two arrays
+    assert not report.ok and report.causes == {te.Cause.NOT_FINGERPRINTED}, str(report)
+    assert "args[0].scratch" in str(report) and "max_bytes=" in str(report)
+    with pytest.raises(te.ThreadSafetyError, match="raise the budget"):
+        report.raise_if_failed()
+    found = te.check(writes_deep_in_scratch, args=(model,), sample=2, n_workers=2)
+    assert te.Cause.SHARED_ARRAY_WRITE in found.causes, str(found)
+    many = [[i] for i in range(3000)]
+    counted = te.check(
+        lambda m: {"x": te.get_rng().random()},
+        args=(many,),
+        sample=2,
+        n_workers=2,
+        max_objects=1000,
+    )
+    assert counted.causes == {te.Cause.NOT_FINGERPRINTED}, str(counted)
+    assert "max_objects=1,000" in str(counted)
+    with pytest.raises(ValueError, match="max_objects must be an int >= 1"):
+        te.check(writes_deep_in_scratch, args=(model,), max_objects=0)
+
+
+def calibration_attrs(where: str) -> Any:
+    """A model whose attributes (not its data) come from a generator nothing reseeds."""
+    hidden = random.Random(1)  # inside a function: not watched, found by the outputs only
+
+    def simulate() -> xr.Dataset:
+        ds = xr.Dataset({"x": ("i", te.get_rng().random(2))})
+        if where == "dataset":
+            ds.attrs["calibration"] = hidden.random()
+        else:
+            ds["x"].attrs["calibration"] = np.array([hidden.random()])
+        return ds
+
+    return simulate
+
+
+@pytest.mark.parametrize("where", ["dataset", "variable"])
+def test_outputs_that_differ_in_attributes_only_fail(where: str) -> None:
+    report = te.check(calibration_attrs(where), sample=3, n_workers=2)
+    assert not report.ok, str(report)
+    assert "attrs['calibration']" in str(report)
+
+
+def test_none_is_not_nan_in_object_outputs() -> None:
+    calls = itertools.count()
+
+    def simulate() -> dict[str, Any]:  # NaN in the first run of each realization, then None
+        first = next(calls) < 3
+        return {"o": ("i", np.array([float("nan") if first else None, 1], dtype=object))}
+
+    report = te.check(simulate, sample=3, n_workers=2)
+    assert not report.ok, str(report)
+
+
+def test_arrays_over_the_budget_that_were_read_only_need_no_fingerprint() -> None:
+    tables = {"means": np.zeros(5000), "scales": np.ones(5000)}  # 40 kB each, protectable
+
+    def reads(model: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"x": model["means"][:2] + te.get_rng().random(2)}
+
+    def writes(model: dict[str, np.ndarray]) -> dict[str, Any]:
+        model["scales"][4999] += 1.0
+        return {"x": te.get_rng().random(2)}
+
+    passed = te.check(reads, args=(tables,), sample=2, n_workers=2, max_bytes=50_000)
+    assert passed.ok and passed.budget_hit, str(passed)
+    assert "args[0]['scales']" in passed.unhashed_read_only and "read-only" in str(passed)
+    found = te.check(writes, args=(tables,), sample=2, n_workers=2, max_bytes=50_000)
+    assert found.causes == {te.Cause.SHARED_ARRAY_WRITE}, str(found)
+    unguarded = te.check(
+        reads, args=(tables,), sample=2, n_workers=2, max_bytes=50_000, protect_shared=False
+    )
+    assert unguarded.causes == {te.Cause.NOT_FINGERPRINTED}, str(unguarded)

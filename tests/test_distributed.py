@@ -26,6 +26,7 @@ import xarray as xr
 
 import threadensemble as te
 import threadensemble._engine
+import weatherlib
 from conftest import Buffers, attempts, fragile, noisy_walk
 
 dask = pytest.importorskip("dask")
@@ -388,3 +389,17 @@ def test_an_output_netcdf_cannot_store_stops_the_run_on_the_workers(
     with pytest.raises(te.UnstorableOutputError, match=r"^realization \d: variable 'z' has dtype"):
         te.simulate_ensemble(complex_output, 4, output_dir=tmp_path, progress=False, client=client)
     assert [p.name for p in tmp_path.iterdir()] == ["threadensemble.json"]
+
+
+def library_weather(n: int) -> dict[str, Any]:
+    return {"t": ("day", weatherlib.draw(n))}
+
+
+def test_route_rng_reaches_the_dask_workers(client: Any) -> None:
+    with te.route_rng(weatherlib):
+        local = te.simulate_ensemble(library_weather, 6, args=(3,), seed=1, progress=False)
+        on_dask = te.simulate_ensemble(
+            library_weather, 6, args=(3,), seed=1, progress=False, client=client
+        )
+    xr.testing.assert_identical(local, on_dask)
+    assert len({tuple(row) for row in on_dask["t"].values}) == 6  # no realization duplicated

@@ -619,3 +619,110 @@ def test_missing_values_in_other_places_are_differences() -> None:
     assert report.causes == {Cause.STATE_CARRIED_OVER}, str(report)
     assert {d.variable for d in report.differences} == {"v", "d"}
     assert all(d.fraction == 0.5 for d in report.differences)
+
+
+UNROUTABLE = """
+import random
+import numpy as np
+
+LEGACY = np.random.RandomState(4)           # legacy numpy generator
+PLAIN = random.Random(5)                    # the random module's class
+GENERATORS = {"main": np.random.default_rng(1)}   # a Generator inside a dict
+
+
+def legacy(n):
+    return LEGACY.random_sample(n)
+
+
+def plain(n):
+    return np.array([PLAIN.random() for _ in range(n)])
+
+
+def in_dict(n):
+    return GENERATORS["main"].random(n)
+
+
+def by_default(n, rng=np.random.default_rng(2)):   # a Generator bound as a default
+    return rng.random(n)
+
+
+class Model:
+    def run(self, how, n):
+        return globals()[how](n)
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "path", "why"),
+    [
+        ("legacy", "unroutable.LEGACY", "it is a numpy.random.RandomState"),
+        ("plain", "unroutable.PLAIN", "it is a random.Random"),
+        ("in_dict", "unroutable.GENERATORS['main']", "held inside another object"),
+        ("by_default", "unroutable.by_default.__defaults__[0]", "bound as a default argument"),
+    ],
+)
+def test_generators_route_rng_cannot_route_are_named_without_recommending_it(
+    package: Callable[..., Any], function: str, path: str, why: str
+) -> None:
+    lib = package("unroutable", {"__init__": UNROUTABLE})
+
+    def simulate(model: Any) -> dict[str, Any]:
+        return {"x": model.run(function, 3)}
+
+    report = run_check(simulate, args=(lib.Model(),))
+    assert report.causes == {Cause.SHARED_GENERATOR}, str(report)
+    detail = finding(report, Cause.SHARED_GENERATOR)
+    assert detail.startswith(f"{path} (of module unroutable) changed state"), detail
+    assert why in detail and "threadensemble.get_rng()" in detail
+    assert "route it with" not in str(report)
+
+
+class Seeds:
+    """A model that hands out child streams by spawning from its own, shared by every thread."""
+
+    def __init__(self) -> None:
+        self.rng = np.random.default_rng(3)
+        self.ss = np.random.SeedSequence(4)
+
+
+def spawns_a_generator(model: Seeds) -> dict[str, Any]:
+    return {"x": model.rng.spawn(1)[0].random(2)}
+
+
+def spawns_a_seed_sequence(model: Seeds) -> dict[str, Any]:
+    return {"x": np.random.default_rng(model.ss.spawn(1)[0]).random(2)}
+
+
+@pytest.mark.parametrize(
+    ("simulate", "path"),
+    [(spawns_a_generator, "args[0].rng"), (spawns_a_seed_sequence, "args[0].ss")],
+)
+def test_spawning_from_a_shared_generator_or_seed_sequence_is_named(
+    simulate: Callable[..., Any], path: str
+) -> None:
+    report = run_check(simulate, args=(Seeds(),))
+    assert report.causes == {Cause.SHARED_GENERATOR}, str(report)
+    assert finding(report, Cause.SHARED_GENERATOR).startswith(f"{path} changed state")
+
+
+COUNTER = """
+import itertools
+
+TICKETS = itertools.count()
+
+
+class Model:
+    def run(self):
+        return next(TICKETS)
+"""
+
+
+def test_a_module_level_itertools_count_is_named(package: Callable[..., Any]) -> None:
+    lib = package("ticketing", {"__init__": COUNTER})
+
+    def simulate(model: Any) -> dict[str, Any]:
+        return {"x": np.array([model.run()])}
+
+    report = run_check(simulate, args=(lib.Model(),))
+    assert report.causes == {Cause.MODULE_STATE_CHANGED}, str(report)
+    assert finding(report, Cause.MODULE_STATE_CHANGED).startswith("ticketing.TICKETS: count(0) ->")

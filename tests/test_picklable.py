@@ -59,3 +59,19 @@ def test_array_data_are_not_copied() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 5_000_000
+
+
+class LoadsBadly:
+    """Pickles fine; its pickle fails to load (a __reduce__ whose arguments do not fit)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (LoadsBadly, ("unexpected",))
+
+
+def test_an_object_whose_pickle_cannot_be_loaded_is_named() -> None:
+    with pytest.raises(TypeError, match=r"^kwargs\['model'\]\[1\] pickles, but its pickle cannot"):
+        te.check_picklable(print, kwargs={"model": [1, LoadsBadly()]})
+
+
+def test_thread_local_generators_pass() -> None:
+    te.check_picklable(print, args=(te.rng, te.ThreadLocalGenerator("wind")))

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import pytest
 import xarray as xr
 
 import threadensemble as te
+import weatherlib
 from conftest import Buffers, attempts, fragile, noisy_walk
 
 WALK = {"args": (0.5,), "state": Buffers(50), "inject": "state", "seed": 7, "progress": False}
@@ -214,3 +216,56 @@ def test_ctrl_c_in_a_terminal_cancels_the_workers_and_a_rerun_resumes(tmp_path: 
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "uninterrupted"))
+
+
+def library_weather(n: int) -> dict[str, Any]:
+    return {"t": ("day", weatherlib.draw(n))}
+
+
+def test_route_rng_reaches_the_worker_processes(tmp_path: Path) -> None:
+    run = {"args": (3,), "seed": 1, "progress": False}
+    with te.route_rng(weatherlib):
+        threads = te.simulate_ensemble(library_weather, 6, n_workers=2, **run)
+        processes = te.simulate_ensemble(
+            library_weather, 6, n_workers=2, backend="processes", **run
+        )
+    xr.testing.assert_identical(threads, processes)
+    values = processes["t"].values
+    assert len({tuple(row) for row in values}) == 6  # no realization duplicated
+    decorated = te.route_rng(weatherlib)(library_weather)  # pickles with its route
+    again = te.simulate_ensemble(decorated, 6, n_workers=2, backend="processes", **run)
+    xr.testing.assert_identical(threads, again)
+    on_disk = te.simulate_ensemble(decorated, 6, output_dir=tmp_path, **run)  # fingerprintable
+    xr.testing.assert_identical(threads, on_disk)
+    assert isinstance(weatherlib.rng, np.random.Generator)  # restored
+
+
+def test_route_of_a_module_workers_cannot_import_is_refused() -> None:
+    lib = types.ModuleType("made_up_here")
+    lib.rng = np.random.default_rng(0)  # type: ignore[attr-defined]
+
+    def simulate() -> dict[str, Any]:
+        return {"x": lib.rng.random(2)}
+
+    with te.route_rng(lib), pytest.raises(TypeError, match=r"route_rng\(made_up_here\)"):
+        te.simulate_ensemble(simulate, 2, seed=1, backend="processes", progress=False)
+
+
+class Station:
+    """A state holding the documented fix for a generator attribute: ``self.rng = te.rng``."""
+
+    def __init__(self) -> None:
+        self.rng = te.rng
+        self.buf = np.zeros(3)
+
+
+def station_draws(*, station: Station) -> dict[str, Any]:
+    station.buf[:] = station.rng.random(3)
+    return {"x": station.buf.copy()}
+
+
+def test_a_state_holding_te_rng_travels_to_the_workers() -> None:
+    run = {"state": Station(), "inject": "station", "seed": 5, "progress": False}
+    threads = te.simulate_ensemble(station_draws, 4, n_workers=1, **run)
+    processes = te.simulate_ensemble(station_draws, 4, n_workers=2, backend="processes", **run)
+    xr.testing.assert_identical(threads, processes)

@@ -1,4 +1,7 @@
+import copy
+import pickle
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -181,3 +184,52 @@ def test_a_fresh_seed_sequence_spawns_what_the_original_did_first() -> None:
     again = fresh_seed_sequence(kept)  # the kept sequence was not advanced by first.spawn
     assert [c.generate_state(2).tolist() for c in again.spawn(2)] == children
     assert kept.n_children_spawned == 0
+
+
+class Station:
+    """A state holding the documented fix for a generator attribute: ``self.rng = te.rng``."""
+
+    def __init__(self) -> None:
+        self.rng = te.rng
+        self.wind = te.ThreadLocalGenerator("wind")
+        self.buf = np.zeros(3)
+
+
+def station_draws(*, station: Station) -> dict[str, np.ndarray]:
+    station.buf[:] = station.rng.random(3) + station.wind.random(3)
+    return {"x": station.buf.copy()}
+
+
+def test_thread_local_generator_copies_and_pickles_as_its_stream() -> None:
+    for copied in (
+        copy.deepcopy(te.ThreadLocalGenerator("wind")),
+        copy.copy(te.ThreadLocalGenerator("wind")),
+        pickle.loads(pickle.dumps(te.ThreadLocalGenerator("wind"))),
+    ):
+        assert isinstance(copied, te.ThreadLocalGenerator)
+        assert repr(copied) == repr(te.ThreadLocalGenerator("wind"))
+    assert pickle.loads(pickle.dumps(te.rng)).random() >= 0.0
+    with pytest.raises(AttributeError):
+        te.rng.__missing_dunder__  # noqa: B018  (not forwarded to a generator)
+    one = te.simulate_ensemble(
+        station_draws, 4, state=Station(), inject="station", seed=1, n_workers=1, progress=False
+    )
+    two = te.simulate_ensemble(
+        station_draws, 4, state=Station(), inject="station", seed=1, n_workers=2, progress=False
+    )
+    assert one.identical(two)
+    assert te.check(station_draws, state=Station(), inject="station", sample=2, n_workers=2).ok
+
+
+@pytest.mark.parametrize(("first", "second"), [(0, [0, 0]), (7, [7, 0]), (2**32, [0, 1])])
+def test_seed_for_giving_two_forms_of_one_seed_is_refused(first: object, second: object) -> None:
+    def seed_for(k: int) -> Any:
+        return first if k == 0 else second
+
+    with pytest.raises(ValueError, match=r"seed_for\(0\) and seed_for\(1\) give seeds .* same"):
+        te.simulate_ensemble(
+            lambda: {"x": te.get_rng().random(2)},
+            2,
+            seed_for=seed_for,
+            progress=False,
+        )

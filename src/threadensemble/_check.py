@@ -44,6 +44,8 @@ from ._config import RunConfig, make_config
 from ._realize import realize, warm_up
 from ._rng import SeedLike
 from ._shared import (
+    MAX_BYTES,
+    MAX_OBJECTS,
     Protection,
     Walk,
     changes,
@@ -77,6 +79,7 @@ class Cause(enum.Enum):
     SIMULATE_RAISED = "simulate raised an exception"
     WORKER_INIT_FAILED = "a worker thread could not copy the state"
     NOT_RUN = "the threaded pass did not run every realization"
+    NOT_FINGERPRINTED = "the check's budget was hit: part of the model was not watched"
 
 
 _ADVICE = {
@@ -115,6 +118,10 @@ _ADVICE = {
     "state deep-copyable from any thread (copy.deepcopy(state) must work in a new thread)",
     Cause.NOT_RUN: "the check cannot vouch for realizations it did not run on threads; fix what "
     "stopped them (see the other findings)",
+    Cause.NOT_FINGERPRINTED: "writes to what was left out go unseen, so the check cannot vouch "
+    "for the model: raise the budget (check(..., max_objects=..., max_bytes=...); each "
+    "fingerprint hashes up to max_bytes of array data), or give simulate less to walk (large "
+    "tables that simulate does not need, or many small objects)",
 }
 
 
@@ -152,7 +159,9 @@ class CheckReport:
 
     ``walked_objects`` and ``walked_bytes`` say how much of the model and the watched modules
     were fingerprinted; ``budget_hit`` that the walk left some out (see `check`);
-    ``unprotected`` names the shared arrays that could not be made read-only.
+    ``unprotected`` names the shared arrays that could not be made read-only;
+    ``unhashed_read_only`` the arrays over the hashing budget that were read-only while checked
+    (a write to them raised: they need no fingerprint).
     """
 
     simulate: str
@@ -165,6 +174,7 @@ class CheckReport:
     walked_bytes: int = 0
     budget_hit: bool = False
     unprotected: tuple[str, ...] = ()
+    unhashed_read_only: tuple[str, ...] = ()  # over max_bytes, but read-only while checked
     watched_modules: tuple[str, ...] = ()
     state: StateFootprint | None = None  # what each thread's copy of the state costs
 
@@ -193,9 +203,11 @@ class CheckReport:
             f"  fingerprinted {self.walked_objects} objects ({self.walked_bytes / 1e6:.1f} MB of "
             f"arrays) of the model and of {len(self.watched_modules)} modules",
         ]
-        if self.budget_hit:
+        if self.unhashed_read_only:
             lines.append(
-                "  budget hit: part of the model was not fingerprinted (changes there go unseen)"
+                f"  {len(self.unhashed_read_only)} arrays over max_bytes were not hashed "
+                f"({_join(self.unhashed_read_only)}): they were read-only during the check, so "
+                "a write to them was found all the same"
             )
         if self.unprotected:
             lines.append(f"  {unprotected_message(self.unprotected)}")
@@ -230,11 +242,15 @@ def _missing(value: Any) -> bool:
 
 
 def _same_object(a: Any, b: Any) -> bool:
-    """Element-wise equality of object arrays: same type and equal value, or both missing."""
-    if a is b or (_missing(a) and _missing(b)):
+    """Element-wise equality of object arrays: same type, and equal value or both missing."""
+    if a is b:
         return True
-    if type(a) is not type(b):
+    if type(a) is not type(b):  # None is not NaN
         return False
+    if _missing(a) and _missing(b):
+        return True
+    if isinstance(a, np.ndarray):  # in attributes
+        return a.shape == b.shape and not _unequal(a, b).any()
     if isinstance(a, float):
         return bool(a.hex() == b.hex())
     try:
@@ -277,12 +293,29 @@ def _max_abs_diff(x: np.ndarray, y: np.ndarray) -> float:
     return float(finite.max()) if finite.size else float("nan")
 
 
+def _attrs(attrs: Mapping[Any, Any]) -> dict[Any, Any]:
+    """Return the attributes the model set (not threadensemble's own provenance attributes)."""
+    return {k: v for k, v in attrs.items() if not str(k).startswith("threadensemble_")}
+
+
+def _attr_differences(
+    where: str, a: Mapping[Any, Any], b: Mapping[Any, Any], index: int, comparison: str
+) -> list[Difference]:
+    x, y = _attrs(a), _attrs(b)
+    return [
+        Difference(index, f"{where}attrs[{key!r}]", comparison, float("nan"), 1.0)
+        for key in sorted(x.keys() | y.keys(), key=str)
+        if key not in x or key not in y or not _same_object(x[key], y[key])
+    ]
+
+
 def _compare(a: xr.Dataset, b: xr.Dataset, index: int, comparison: str) -> list[Difference]:
-    found = []
+    found = _attr_differences("", a.attrs, b.attrs, index, comparison)
     for name in sorted(set(a.variables) | set(b.variables), key=str):
         if name not in a.variables or name not in b.variables or a[name].shape != b[name].shape:
             found.append(Difference(index, str(name), comparison, float("inf"), 1.0))
             continue
+        found += _attr_differences(f"{name}.", a[name].attrs, b[name].attrs, index, comparison)
         x, y = a[name].values, b[name].values
         unequal = _unequal(x, y)
         if unequal.any():
@@ -709,6 +742,26 @@ def _owner(path: str, modules: Namespaces) -> str:
     return max((m for m in modules if path.startswith(m + ".")), key=len, default="?")
 
 
+def _why_not_routable(name: str, namespace: Mapping[str, Any]) -> str | None:
+    """Say why `route_rng` would not replace the generator at ``module.name`` (None: it would).
+
+    It replaces the module's ``get_rng`` and the ``numpy.random.Generator`` objects that are
+    module globals; not legacy generators, nor generators inside containers, objects or
+    function defaults.
+    """
+    if "__defaults__" in name or "__kwdefaults__" in name:
+        return "it is bound as a default argument of a function"
+    if not name.isidentifier() or name not in namespace:
+        return "it is held inside another object, not as a module global"
+    value = namespace[name]
+    if isinstance(value, np.random.Generator):
+        return None
+    module = type(value).__module__
+    kind = f"{'numpy.random' if module.startswith('numpy.random') else module}."
+    kind += type(value).__qualname__
+    return f"it is a {kind}; route_rng replaces numpy.random.Generator globals only"
+
+
 def _module_findings(
     found: Sequence[str], modules: Namespaces, own_package: str
 ) -> Iterator[tuple[Cause, str]]:
@@ -721,20 +774,69 @@ def _module_findings(
             continue
         module = _owner(path, modules)
         namespace = modules.get(module, {})
-        routable = "get_rng" in namespace or _top(module) != own_package
-        if routable:
+        if "get_rng" not in namespace and _top(module) == own_package:
+            shared.append(f"the module-level generator {path} is drawn from by every thread")
+            continue
+        unroutable = _why_not_routable(path[len(module) + 1 :], namespace)
+        if unroutable is None:
             library.append(
                 f"{path} (of module {module}) changed state during the runs: nothing reseeds it "
                 f"per realization; route it with threadensemble.route_rng({module})"
             )
         else:
-            shared.append(f"the module-level generator {path} is drawn from by every thread")
+            shared.append(
+                f"{path} (of module {module}) changed state during the runs: nothing reseeds it "
+                f"per realization, and route_rng cannot route it ({unroutable}); where it is "
+                "drawn from, draw from threadensemble.get_rng() (or put threadensemble.rng in "
+                "its place)"
+            )
     if state:
         yield Cause.MODULE_STATE_CHANGED, _join(state)
     if shared:
         yield Cause.SHARED_GENERATOR, _join(shared)
     if library:
         yield Cause.LIBRARY_GENERATOR, _join(library)
+
+
+_NOT_HASHED = "(not hashed: over the budget)"  # how a fingerprint shows an array left out
+
+
+def _left_out(
+    walks: Sequence[Walk],
+    prints: Sequence[Mapping[str, str]],
+    roots: Mapping[str, Any],
+    protection: Protection | None,
+) -> tuple[bool, list[str], list[str]]:
+    """Return what the check's walks left out: whether objects were, and the arrays not hashed.
+
+    The arrays are split into those that were read-only during the check (a write to them
+    raised, so it was found all the same) and the others, whose changes went unseen.
+    """
+    objects_hit = any(w.objects >= w.max_objects and w.budget_hit for w in walks)
+    unhashed = sorted({p for found in prints for p, t in found.items() if t.endswith(_NOT_HASHED)})
+    if not unhashed or protection is None or not protection.arrays:
+        return objects_hit, unhashed, []
+    protected = {id(array) for array in protection.arrays}  # they are alive: protection has them
+    wanted = set(unhashed)
+    budget = max(w.max_objects for w in walks)
+    now = {path: obj for path, obj in reachable(roots, Walk(max_objects=budget)) if path in wanted}
+    read_only = [p for p in unhashed if p in now and id(now[p]) in protected]
+    return objects_hit, [p for p in unhashed if p not in read_only], read_only
+
+
+def _budget_detail(objects_hit: bool, unhashed: Sequence[str], walks: Sequence[Walk]) -> str:
+    """Say what the walks of the check left out: objects beyond the count, arrays not hashed."""
+    parts = []
+    if objects_hit:
+        parts.append(f"the walk stopped at max_objects={walks[0].max_objects:,} objects")
+    if unhashed:
+        hashed = max(w.bytes for w in walks)
+        parts.append(
+            f"{len(unhashed)} writeable array{'s were' if len(unhashed) > 1 else ' was'} not "
+            f"hashed ({_join(unhashed)}; {hashed / 1e6:.0f} MB hashed, "
+            f"max_bytes={walks[0].max_bytes:,})"
+        )
+    return "; ".join(parts) + ": changes there go unseen"
 
 
 def check(
@@ -753,14 +855,18 @@ def check(
     protect_shared: bool = True,
     share_state: bool = False,
     private_state: Sequence[str] = (),
+    max_objects: int = MAX_OBJECTS,
+    max_bytes: int = MAX_BYTES,
 ) -> CheckReport:
     """Check that ``simulate`` gives the same realizations on threads as on one worker.
 
     Runs realizations ``0 .. sample-1`` once in order on one copy of the state (the reference),
     twice more each on that copy, and on ``n_workers`` threads started together, comparing the
-    outputs bit for bit (NaN and NaT in the same places are equal; object arrays element by
-    element).  While it runs, the numpy arrays of the shared context (``args``, ``kwargs``,
-    ``simulate``'s closure) and of the watched modules are read-only (when ``protect_shared``),
+    outputs bit for bit, with their attributes and those of their variables (not threadensemble's
+    own ``threadensemble_*``); NaN and NaT in the same places are equal; object arrays element
+    by element, where a NaN equals only a NaN of the same type, never None.  While it runs,
+    the numpy arrays of the shared context (``args``, ``kwargs``, ``simulate``'s closure) and
+    of the watched modules are read-only (when ``protect_shared``),
     and all of them, the module globals of every module reachable from ``simulate`` (within its
     packages), the global ``numpy.random`` state and the ``random`` module's state are compared
     before and after.  Each kind of hidden sharing is reported with its own `Cause`, naming
@@ -768,8 +874,11 @@ def check(
     attribute).  The check fails when its threaded pass could not run every realization.
 
     The walk of the objects visits each object once, at any depth, within a budget (a million
-    objects, 1 GiB of array data hashed); the report says how much it walked and whether the
-    budget was hit.  The caller's objects, array flags included, are as before afterwards.
+    objects, 1 GiB of array data hashed, by default); the report says how much it walked.  When
+    the budget is hit, what was left out is not watched, and the check fails
+    (`Cause.NOT_FINGERPRINTED`, naming what was left out), unless all that was left out are
+    arrays that were read-only during the check (a write to them raises, and is found).  The
+    caller's objects, array flags included, are as before afterwards.
     Shared arrays whose memory is an immutable ``bytes`` object (unpickled with protocol <= 4)
     cannot be made read-only and writeable again; they are left writeable, listed in
     ``report.unprotected``, and writes to them are still found by the fingerprint.
@@ -786,6 +895,10 @@ def check(
         Threads started together for the threaded pass.
     protect_shared : bool, default True
         Make the shared arrays read-only while the check runs.
+    max_objects : int, default 1,000,000
+        The most objects one walk of the model and the watched modules visits.
+    max_bytes : int, default 1 GiB
+        The most array bytes one fingerprint hashes; larger arrays beyond it are left out.
 
     Returns
     -------
@@ -809,6 +922,11 @@ def check(
         raise TypeError(f"{rule}, got {sample!r}")
     if sample < 1:
         raise ValueError(f"{rule}, got {sample!r}")
+    for name, value in (("max_objects", max_objects), ("max_bytes", max_bytes)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
     config = make_config(
         simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
         n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,
@@ -820,7 +938,11 @@ def check(
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)
     shared = {**config.shared_roots(), "simulate": simulate}
-    walk = Walk()  # one walk of the model finds the modules, fingerprints and protects it
+
+    def new_walk() -> Walk:
+        return Walk(max_objects=max_objects, max_bytes=max_bytes)
+
+    walk = new_walk()  # one walk of the model finds the modules, fingerprints and protects it
     found = list(reachable(shared, walk))
     in_state = (obj for _, obj in reachable({"state": config.state}))
     modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
@@ -842,12 +964,20 @@ def check(
     with protect as protection:
         if config.warmup:
             warm_up(config)
-            walk = Walk()
+            walk = new_walk()
             before = snapshot(walk)
             walk.seen.clear()
         reference = checker.serial_and_repeats()
         checker.threads(reference)
-    after = snapshot(Walk())
+    after_walk = new_walk()
+    after = snapshot(after_walk)
+    walks = [walk, after_walk] + ([] if protection is None else [protection.walk])
+    read_only: list[str] = []
+    if any(w.budget_hit for w in walks):
+        roots = {**shared, **_module_roots(modules)}
+        objects_hit, unseen, read_only = _left_out(walks, [before[0], after[0]], roots, protection)
+        if objects_hit or unseen:
+            checker.note(Cause.NOT_FINGERPRINTED, _budget_detail(objects_hit, unseen, walks))
     changed = changes(before[0], after[0])
     in_shared = [c for c in changed if any(_under(c, root) for root in shared)]
     for cause, detail in _shared_findings(in_shared):
@@ -880,8 +1010,9 @@ def check(
         differences=tuple(checker.differences),
         walked_objects=walk.objects,
         walked_bytes=walk.bytes,
-        budget_hit=walk.budget_hit or (done is not None and done.walk.budget_hit),
+        budget_hit=any(w.budget_hit for w in walks),
         unprotected=() if done is None else tuple(done.unprotected),
+        unhashed_read_only=tuple(read_only),
         watched_modules=tuple(modules),
         state=None
         if config.inject is None

@@ -30,6 +30,7 @@ from ._rng import (
     seed_sequence_from_record,
     seed_sequence_record,
 )
+from ._routing import Routes, active_routes, unimportable_routes
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
 from ._state import check_private_state, copy_state, private_patterns
@@ -70,6 +71,7 @@ class RunConfig:
     run_attrs: dict[str, Any] = field(default_factory=dict)
     share_state: tuple[str, ...] | None = None  # the private_state patterns; None: no sharing
     backend: str = "threads"  # or "processes" (local worker processes); unused with a client
+    routes: Routes = ()  # the route_rng routes active when the run started: workers apply them
 
     def shared_roots(self) -> dict[str, Any]:
         """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
@@ -239,6 +241,9 @@ def make_config(
             )
         roots = {"simulate": simulate, **context_roots(args, kw), "state": state}
         raise_if_unpicklable(model_pickler(), roots, PROCESSES_ADVICE)
+    routes = active_routes()
+    if routes and (backend == "processes" or client is not None):
+        _check_routes_travel(routes)
     if run_id is not None and (not isinstance(run_id, str) or not run_id):
         raise TypeError(
             f"run_id must be a non-empty str naming the model's version, got {run_id!r}"
@@ -258,6 +263,7 @@ def make_config(
             "seed": None if root is None else seed_sequence_record(root),
             "ragged": list(ragged),
             "warmup": warmup if isinstance(warmup, bool) else _qualname(warmup),
+            **({"routes": [list(route) for route in routes]} if routes else {}),
         }
     digest = _digest(identity) if directory is not None else ""
     return RunConfig(
@@ -285,7 +291,19 @@ def make_config(
         run_attrs=_run_attrs(digest),
         share_state=sharing,
         backend=backend,
+        routes=routes,
     )
+
+
+def _check_routes_travel(routes: Routes) -> None:
+    """Refuse routes that worker processes could not apply: their modules cannot be imported."""
+    unimportable = unimportable_routes(routes)
+    if unimportable:
+        raise TypeError(
+            f"route_rng({', '.join(unimportable)}) is active, but worker processes cannot "
+            "import that module by name to route it there too: make it an importable module, "
+            "or run on threads (backend='threads', no client)"
+        )
 
 
 def _model_record(

@@ -24,10 +24,6 @@ PROCESSES_ADVICE = (
 )
 
 
-def _out_of_band(buffer: pickle.PickleBuffer) -> None:
-    """Keep array data out of the pickle: whether it pickles is all that is checked."""
-
-
 def check_picklable(
     simulate: Callable[..., Any],
     *,
@@ -43,8 +39,9 @@ def check_picklable(
     objects that cannot travel: locks, open files and netCDF datasets, database connections,
     generators.  `simulate_ensemble` runs this check when given a client, before anything
     starts; with ``backend="processes"`` it runs the same check with the pickler it sends the
-    model with (cloudpickle when installed, else pickle).  Contiguous array data are not
-    copied, so the check is cheap even for large models.
+    model with (cloudpickle when installed, else pickle).  Each object is also unpickled again,
+    as a worker would, so that one whose pickle cannot be loaded is found too.  Contiguous
+    array data are not copied, so the check is cheap even for large models.
 
     Parameters
     ----------
@@ -60,8 +57,8 @@ def check_picklable(
     Raises
     ------
     TypeError
-        Naming the innermost object that cannot be pickled (``args[0].cache['lock']``, say)
-        and why.
+        Naming the innermost object that cannot be pickled, or unpickled again
+        (``args[0].cache['lock']``, say), and why.
 
     Examples
     --------
@@ -86,6 +83,14 @@ def check_picklable(
     )
 
 
+class _UnpicklingError(Exception):
+    """An object pickled, but its pickle could not be loaded again (the cause is the arg)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
 def model_pickler() -> Callable[[Any], bytes]:
     """Return how a model is pickled for worker processes: cloudpickle's dumps if installed.
 
@@ -104,14 +109,21 @@ def raise_if_unpicklable(
 ) -> None:
     """Raise TypeError naming the innermost object of ``roots`` that ``dumps`` cannot pickle.
 
-    ``advice`` (why it must be picklable, and what to do) ends the message.
+    Each object is pickled and unpickled again (array data out of band: not copied), so that
+    an object whose pickle cannot be loaded is found as well.  ``advice`` (why it must be
+    picklable, and what to do) ends the message.
     """
 
     def pickling_error(obj: Any) -> Exception | None:
+        buffers: list[pickle.PickleBuffer] = []
         try:
-            dumps(obj, buffer_callback=_out_of_band)
+            data = dumps(obj, buffer_callback=buffers.append)
         except Exception as exc:
             return exc
+        try:
+            pickle.loads(data, buffers=buffers)
+        except Exception as exc:
+            return _UnpicklingError(exc)
         return None
 
     for name, root in roots.items():
@@ -130,6 +142,12 @@ def raise_if_unpicklable(
                     break
             else:
                 break
+        if isinstance(error, _UnpicklingError):
+            error = error.cause
+            raise TypeError(
+                f"{path} pickles, but its pickle cannot be loaded again "
+                f"({type(error).__name__}: {error}): {advice}"
+            ) from error
         raise TypeError(
             f"{path} cannot be pickled ({type(error).__name__}: {error}): {advice}"
         ) from error

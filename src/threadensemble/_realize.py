@@ -19,6 +19,7 @@ from ._context import CancelFlag, realization_context
 from ._netcdf import realization_path, write_temporary
 from ._results import Layout, layout_of, to_dataset
 from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
+from ._routing import applied_routes
 from ._state import PerThreadState, check_private_state
 
 __all__ = ["Backend", "Outcome", "Written", "realize", "realize_and_write", "warm_up"]
@@ -78,9 +79,12 @@ def realize_and_write(
 
     For the backends whose workers are other processes (``_processes``, ``_distributed``):
     the file is written completely under a temporary name and a `Written` returned, which
-    the calling process's completion loop commits or discards.
+    the calling process's completion loop commits or discards.  The routes that were active
+    when the run started (`route_rng`) are applied around the realization, as in the calling
+    process.
     """
-    ds = realize(config, per_thread, cancel, index)
+    with applied_routes(config.routes):
+        ds = realize(config, per_thread, cancel, index)
     if config.output_dir is None:
         return ds
     if cancel.is_set():

@@ -224,23 +224,31 @@ def realization_seeds(
         How many realizations.
     seed_for : callable, optional
         A user seed scheme instead of ``seed``: ``seed_for(k)`` is realization ``k``'s seed.
-        Two realizations with the same seed are refused, as they would be identical.
+        Two realizations whose seeds give the same numbers (the same seed, or another form
+        of it: ``7`` and ``[7, 0]``) are refused, as they would be identical.
     """
     if seed_for is None:
         root = as_seed_sequence(seed)
         return [_child(root, k) for k in range(n_realizations)]
     seqs: list[np.random.SeedSequence] = []
-    first_with: dict[str, int] = {}
+    # The generator state a seed gives, not its form: 7 and [7, 0] seed the same numbers.
+    first_with: dict[bytes, int] = {}
     for k in range(n_realizations):
         try:
             seq = as_seed_sequence(seed_for(k))
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"seed_for({k}): {exc}") from None
-        key = repr(seed_sequence_record(seq))
+        key = seq.generate_state(8, np.uint64).tobytes()
         if key in first_with:
+            first = seqs[first_with[key]]
+            same = (
+                f"the same seed {seq.entropy!r}"
+                if seed_sequence_record(first) == seed_sequence_record(seq)
+                else f"seeds {first.entropy!r} and {seq.entropy!r} that give the same numbers"
+            )
             raise ValueError(
-                f"seed_for({first_with[key]}) and seed_for({k}) give the same seed "
-                f"{seq.entropy!r}: every realization needs a seed of its own"
+                f"seed_for({first_with[key]}) and seed_for({k}) give {same}: every "
+                "realization needs a seed of its own"
             )
         first_with[key] = k
         seqs.append(seq)
@@ -287,7 +295,9 @@ class ThreadLocalGenerator:
     ``rng.normal(...)`` everywhere.  Shared by threads, such a generator serializes on its lock
     and makes results depend on scheduling.  Assigning ``rng = threadensemble.rng`` (or
     ``ThreadLocalGenerator("wind")`` for a named stream) makes every existing call site draw
-    from the calling thread's per-realization stream, without editing any of them.
+    from the calling thread's per-realization stream, without editing any of them.  It copies
+    and pickles as ``ThreadLocalGenerator(name)``, so a state or a model holding it can be
+    deep-copied per thread and sent to worker processes.
 
     Parameters
     ----------
@@ -313,7 +323,15 @@ class ThreadLocalGenerator:
         self._name = name
 
     def __getattr__(self, attribute: str) -> Any:
+        # Only public names forward: copy and pickle look up dunders on a new, empty object
+        # (before ``_name`` is set), which must not recurse.
+        if attribute.startswith("_"):
+            raise AttributeError(f"'ThreadLocalGenerator' object has no attribute {attribute!r}")
         return getattr(get_rng(self._name), attribute)
+
+    def __reduce__(self) -> tuple[type[ThreadLocalGenerator], tuple[str | None]]:
+        """Copy and pickle as ``ThreadLocalGenerator(name)``: a forwarder, not a generator."""
+        return (ThreadLocalGenerator, (self._name,))
 
     def __repr__(self) -> str:
         stream = "default stream" if self._name is None else f"stream {self._name!r}"

@@ -23,6 +23,7 @@ import enum
 import fractions
 import functools
 import hashlib
+import itertools
 import pickle
 import random
 import sys
@@ -377,7 +378,9 @@ def unprotected_message(paths: Sequence[str]) -> str:
 
 def is_generator_token(token: str) -> bool:
     """Whether a fingerprint token is a random generator's state."""
-    return token.startswith(("Generator state", "RandomState state", "Random state"))
+    return token.startswith(
+        ("Generator state", "RandomState state", "Random state", "SeedSequence state")
+    )
 
 
 def _digest(data: bytes | memoryview) -> str:
@@ -403,6 +406,13 @@ def _array_token(array: np.ndarray, walk: Walk) -> str:
     return f"{head} {_digest(contiguous.reshape(-1).view(np.uint8).data)}"
 
 
+def _bit_generator_digest(bit_generator: np.random.BitGenerator) -> str:
+    """Digest a bit generator's state and its seed sequence's (``Generator.spawn`` changes it)."""
+    seq = getattr(bit_generator, "seed_seq", None)
+    spawned = getattr(seq, "n_children_spawned", None)
+    return _digest(repr((bit_generator.state, spawned)).encode())
+
+
 def _token(obj: Any, walk: Walk) -> str:
     cls = type(obj)
     if cls is dict or cls is list or cls is tuple:
@@ -413,9 +423,13 @@ def _token(obj: Any, walk: Walk) -> str:
     if isinstance(obj, np.ndarray):
         return _array_token(obj, walk)
     if isinstance(obj, np.random.Generator):
-        return f"Generator state {_digest(repr(obj.bit_generator.state).encode())}"
+        return f"Generator state {_bit_generator_digest(obj.bit_generator)}"
     if isinstance(obj, np.random.BitGenerator):
-        return f"Generator state {_digest(repr(obj.state).encode())}"
+        return f"Generator state {_bit_generator_digest(obj)}"
+    if isinstance(obj, np.random.SeedSequence):  # spawn() changes it
+        return f"SeedSequence state {obj.n_children_spawned} children spawned"
+    if isinstance(obj, itertools.count):  # its repr is its state: count(7)
+        return repr(obj)
     if isinstance(obj, np.random.RandomState):
         return f"RandomState state {_digest(repr(obj.get_state(legacy=False)).encode())}"
     if isinstance(obj, random.Random):
