@@ -76,12 +76,21 @@ def test_a_cycle_is_found() -> None:
 
 # The layers of the package docstring, lowest first: a module imports only from lower layers.
 LAYERS = [
-    {"_errors", "_runtime", "_rng", "_context", "_interrupt", "_progress", "_shared", "_stacking"},
+    {
+        "_errors",
+        "_runtime",
+        "_rng",
+        "_context",
+        "_interrupt",
+        "_progress",
+        "_shared",
+        "_stacking",
+        "_compare",
+    },
     {"_identity", "_state", "_picklable", "_results", "_encoding", "_report", "_lock", "_routing"},
     {"_config", "_netcdf"},
     {"_realize", "_store"},
-    {"_threads", "_processes", "_distributed", "_check"},
-    {"_verify"},
+    {"_threads", "_processes", "_distributed", "_check", "_verify"},
     {"_engine"},
     {"_spec"},
     {"_cli"},

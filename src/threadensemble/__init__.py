@@ -8,15 +8,16 @@ The public API is this module's ``__all__``; everything else is private.  The pr
 form layers, each importing only from the layers below it (``tests/test_layers.py`` checks):
 
 1. primitives: ``_errors``, ``_runtime``, ``_rng``, ``_context``, ``_interrupt``, ``_progress``,
-   ``_shared`` (walking an object graph), ``_stacking`` (a fast path of ``xarray.concat``);
+   ``_shared`` (walking an object graph), ``_stacking`` (a fast path of ``xarray.concat``),
+   ``_compare`` (realizations bit for bit);
 2. one concern each: ``_identity``, ``_state``, ``_picklable``, ``_results``, ``_encoding``,
    ``_report``, ``_lock``, ``_routing``;
 3. validation (no I/O) and files: ``_config``, ``_netcdf``;
 4. one realization, one directory: ``_realize``, ``_store``;
-5. backends and the check: ``_threads``, ``_processes``, ``_distributed``, ``_check``;
-6. the resumed-run check: ``_verify``;
-7. the completion loop: ``_engine``;
-8. front ends, each on the one before: ``_spec``, ``_cli``, ``__main__``.
+5. backends and the checks: ``_threads``, ``_processes``, ``_distributed``, ``_check``,
+   ``_verify`` (a resumed run recomputes one realization);
+6. the completion loop: ``_engine``;
+7. front ends, each on the one before: ``_spec``, ``_cli``, ``__main__``.
 """
 
 import inspect

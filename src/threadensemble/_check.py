@@ -25,7 +25,6 @@ import enum
 import hashlib
 import inspect
 import itertools
-import pickle
 import random
 import sys
 import threading
@@ -40,6 +39,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import xarray as xr
 
+from ._compare import differences
 from ._config import RunConfig, make_config
 from ._realize import realize, warm_up
 from ._rng import SeedLike
@@ -231,97 +231,11 @@ class CheckReport:
 # -- comparing outputs: bitwise, missing values in the same places equal ---------------------
 
 
-def _missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float | np.floating | np.complexfloating):
-        return bool(np.isnan(value))
-    if isinstance(value, np.datetime64 | np.timedelta64):
-        return bool(np.isnat(value))
-    return False
-
-
-def _same_object(a: Any, b: Any) -> bool:
-    """Element-wise equality of object arrays: same type, and equal value or both missing."""
-    if a is b:
-        return True
-    if type(a) is not type(b):  # None is not NaN
-        return False
-    if _missing(a) and _missing(b):
-        return True
-    if isinstance(a, np.ndarray):  # in attributes
-        return a.shape == b.shape and not _unequal(a, b).any()
-    if isinstance(a, float):
-        return bool(a.hex() == b.hex())
-    try:
-        equal = a == b
-        if isinstance(equal, bool | np.bool_):
-            return bool(equal)
-    except Exception:
-        pass
-    try:
-        return pickle.dumps(a, protocol=5) == pickle.dumps(b, protocol=5)
-    except Exception:
-        return False
-
-
-def _unequal(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Return where ``x`` and ``y`` (same shape) differ bit for bit, missing values aside."""
-    if x.dtype != y.dtype:
-        return np.ones(x.shape, dtype=bool)
-    if x.dtype.hasobject:
-        flags = [not _same_object(a, b) for a, b in zip(x.ravel(), y.ravel(), strict=True)]
-        return np.array(flags, dtype=bool).reshape(x.shape)
-    if x.dtype.itemsize == 0:
-        return np.zeros(x.shape, dtype=bool)
-    bytes_x = np.ascontiguousarray(x).view(np.uint8).reshape(*x.shape, x.dtype.itemsize)
-    bytes_y = np.ascontiguousarray(y).view(np.uint8).reshape(*y.shape, y.dtype.itemsize)
-    unequal = np.asarray((bytes_x != bytes_y).any(axis=-1))
-    if x.dtype.kind in "fc":
-        unequal &= ~(np.isnan(x) & np.isnan(y))
-    elif x.dtype.kind in "mM":
-        unequal &= ~(np.isnat(x) & np.isnat(y))
-    return unequal
-
-
-def _max_abs_diff(x: np.ndarray, y: np.ndarray) -> float:
-    if x.dtype.kind not in "iufcb" or x.dtype != y.dtype:
-        return float("nan")
-    with np.errstate(all="ignore"):
-        diff = np.abs(x.astype(np.complex128) - y.astype(np.complex128))
-    finite = diff[np.isfinite(diff)]
-    return float(finite.max()) if finite.size else float("nan")
-
-
-def _attrs(attrs: Mapping[Any, Any]) -> dict[Any, Any]:
-    """Return the attributes the model set (not threadensemble's own provenance attributes)."""
-    return {k: v for k, v in attrs.items() if not str(k).startswith("threadensemble_")}
-
-
-def _attr_differences(
-    where: str, a: Mapping[Any, Any], b: Mapping[Any, Any], index: int, comparison: str
-) -> list[Difference]:
-    x, y = _attrs(a), _attrs(b)
-    return [
-        Difference(index, f"{where}attrs[{key!r}]", comparison, float("nan"), 1.0)
-        for key in sorted(x.keys() | y.keys(), key=str)
-        if key not in x or key not in y or not _same_object(x[key], y[key])
-    ]
-
-
 def _compare(a: xr.Dataset, b: xr.Dataset, index: int, comparison: str) -> list[Difference]:
-    found = _attr_differences("", a.attrs, b.attrs, index, comparison)
-    for name in sorted(set(a.variables) | set(b.variables), key=str):
-        if name not in a.variables or name not in b.variables or a[name].shape != b[name].shape:
-            found.append(Difference(index, str(name), comparison, float("inf"), 1.0))
-            continue
-        found += _attr_differences(f"{name}.", a[name].attrs, b[name].attrs, index, comparison)
-        x, y = a[name].values, b[name].values
-        unequal = _unequal(x, y)
-        if unequal.any():
-            big = _max_abs_diff(x[unequal], y[unequal])
-            found.append(Difference(index, str(name), comparison, big, float(unequal.mean())))
-    return found
+    return [
+        Difference(index, where, comparison, big, fraction)
+        for where, big, fraction in differences(a, b)
+    ]
 
 
 # -- what is watched: the shared context and the modules reachable from simulate --------------

@@ -15,12 +15,10 @@ of the directory is changed.  It costs one realization per resumed run.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
-import xarray as xr
+import numpy as np
 
-from ._check import _max_abs_diff as max_abs_diff
-from ._check import _unequal as unequal
+from ._compare import differences
 from ._config import RunConfig
 from ._errors import OutputDirError
 from ._netcdf import read_realization, write_temporary
@@ -29,38 +27,6 @@ from ._state import PerThreadState
 from ._store import EnsembleStore
 
 __all__ = ["verify_resumed"]
-
-_OWN_ATTRS = "threadensemble_"  # provenance (interpreter, GIL, digest): not the model's output
-
-
-def _differences(recorded: xr.Dataset, now: xr.Dataset) -> list[str]:
-    """Return what differs between two realizations: variables, their values and attributes."""
-    found = []
-    for name in sorted(set(recorded.variables) | set(now.variables), key=str):
-        if name not in recorded.variables or name not in now.variables:
-            where = "here" if name in now.variables else "there"
-            found.append(f"variable {str(name)!r} only {where}")
-            continue
-        a, b = recorded.variables[name], now.variables[name]
-        if a.dims != b.dims or a.shape != b.shape or a.dtype != b.dtype:
-            found.append(f"{str(name)!r}: {a.dtype}{a.shape} there, {b.dtype}{b.shape} here")
-            continue
-        differ = unequal(a.values, b.values)
-        if differ.any():
-            big = max_abs_diff(a.values[differ], b.values[differ])
-            found.append(
-                f"{str(name)!r}: {differ.mean():.0%} of values differ"
-                + (f" (max abs difference {big:.3g})" if big == big else "")
-            )
-        elif a.attrs != b.attrs:
-            found.append(f"{str(name)!r}: attributes differ")
-    if _user_attrs(recorded.attrs) != _user_attrs(now.attrs):
-        found.append("the global attributes differ")
-    return found
-
-
-def _user_attrs(attrs: dict[Any, Any]) -> dict[Any, Any]:
-    return {k: v for k, v in attrs.items() if not str(k).startswith(_OWN_ATTRS)}
 
 
 def verify_resumed(config: RunConfig, store: EnsembleStore) -> None:
@@ -86,7 +52,13 @@ def verify_resumed(config: RunConfig, store: EnsembleStore) -> None:
         raise
     temporary = write_temporary(ds, store.path(index))
     try:
-        found = _differences(read_realization(store.path(index)), read_realization(temporary))
+        found = [
+            f"{where!r}: {fraction:.0%} of values differ"
+            + (f" (max abs difference {big:.3g})" if np.isfinite(big) else "")
+            for where, big, fraction in differences(
+                read_realization(store.path(index)), read_realization(temporary)
+            )
+        ]
     finally:
         temporary.unlink(missing_ok=True)
     if found:
