@@ -58,12 +58,20 @@ def realization_path(output_dir: Path, index: int) -> Path:
     return output_dir / f"real_{index:05d}.nc"
 
 
-def realization_files(output_dir: Path) -> dict[int, Path]:
-    """Return realization index -> file for every finished (not temporary) file in the dir."""
+def realization_files(output_dir: Path, legacy_size: int | None = None) -> dict[int, Path]:
+    """Return realization index -> file for every finished file under its canonical name.
+
+    Realization ``k``'s file is ``realization_path(output_dir, k)`` only; in a directory of
+    the old manifest format (``legacy_size``: its ``n_realizations``) the index was padded to
+    the width of the largest one instead.  Any other ``real_<digits>.nc`` (a user's
+    ``real_000001.nc`` copy next to ``real_00001.nc``, say) is nobody's realization: it is
+    neither opened, nor resumed, nor removed.  Temporary files are never listed.
+    """
+    width = 5 if legacy_size is None else max(5, len(str(legacy_size - 1)))
     files = {}
     for path in output_dir.iterdir():
         match = _FILE_RE.fullmatch(path.name)
-        if match:
+        if match and path.name == f"real_{int(match.group(1)):0{width}d}.nc":
             files[int(match.group(1))] = path
     return dict(sorted(files.items()))
 
