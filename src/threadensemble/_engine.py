@@ -252,16 +252,16 @@ def simulate_ensemble(
     )
     store = None
     if (directory := config.output_dir) is not None:
-        if config.fresh_seed and not overwrite:  # seed=None resumes with the recorded seed
+        if config.fresh_seed and not config.overwrite:  # seed=None resumes with the recorded seed
             recorded = EnsembleStore.recorded_seed(directory)
             config = config if recorded is None else with_recorded_seed(config, recorded)
         store = EnsembleStore.check(
-            directory, config.identity, config.digest, overwrite, config.n_realizations
+            directory, config.identity, config.digest, config.overwrite, config.n_realizations
         )
     if config.client is None:  # on dask, the workers' interpreters compute
         warn_if_gil_reenabled()
     if store is not None:
-        store.open(overwrite)  # locks the directory before anything is computed or removed
+        store.open(config.overwrite)  # locks the directory before anything is computed or removed
     try:
         with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
             if config.warmup:
