@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import xarray as xr
 
 from ._encoding import netcdf_ready
-from ._errors import OutputWriteError
+from ._errors import write_error
 
 __all__ = [
     "TEMP_NAME",
@@ -33,7 +32,6 @@ __all__ = [
     "realization_files",
     "realization_path",
     "write_atomic",
-    "write_error",
     "write_temporary",
 ]
 
@@ -123,22 +121,6 @@ def write_temporary(ds: xr.Dataset, path: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
-
-
-def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError:
-    """Return the error that stops a run which could not write ``size`` bytes to ``path``.
-
-    netCDF-C reports a full disk as "NetCDF: HDF error": the message says how much room
-    the file system had left.
-    """
-    try:
-        free = f"{shutil.disk_usage(path.parent).free} bytes free"
-    except OSError:
-        free = "free space unknown"
-    return OutputWriteError(
-        f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
-        f"{type(cause).__name__}: {cause}"
-    )
 
 
 def commit_temporary(tmp: Path, path: Path) -> None:

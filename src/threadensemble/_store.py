@@ -27,7 +27,7 @@ from typing import Any
 
 import xarray as xr
 
-from ._errors import OutputDirError
+from ._errors import OutputDirError, write_error
 from ._identity import differences
 from ._lock import DirectoryLock
 from ._netcdf import (
@@ -40,7 +40,6 @@ from ._netcdf import (
     realization_files,
     realization_path,
     write_atomic,
-    write_error,
 )
 from ._results import (
     CONCAT_OPTIONS,
