@@ -173,6 +173,8 @@ def _info(args: argparse.Namespace) -> int:
         )
         for k, error in manifest["failed"].items():
             print(f"    failed {k}: {error}")
+        if stopped := manifest.get("stopped"):
+            print(f"  the last run stopped early: {stopped}")
     if files:
         first = read_realization(next(iter(files.values())))
         for name, var in first.data_vars.items():

@@ -181,6 +181,7 @@ class EnsembleStore:
         self._lock = DirectoryLock(output_dir)
         self._last_flush = 0.0
         self.run_report: dict[str, Any] | None = None  # the last run's (`threadensemble._report`)
+        self.stopped: str | None = None  # the error that stopped this run, if one did
 
     @staticmethod
     def recorded_seed(output_dir: Path) -> dict[str, Any] | None:
@@ -354,6 +355,10 @@ class EnsembleStore:
         """Record that realization ``index`` failed (it stays missing; a re-run retries it)."""
         self.failed[index] = f"{type(error).__name__}: {error}"
 
+    def mark_stopped(self, error: BaseException) -> None:
+        """Record the error that stopped this run (a full disk, Ctrl-C ...) for the manifest."""
+        self.stopped = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
     def flush(self, force: bool = False) -> None:
         """Rewrite the manifest (atomically) when forced or when the last one is old."""
         now = time.monotonic()
@@ -369,6 +374,7 @@ class EnsembleStore:
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
             "run_report": self.run_report,
+            "stopped": self.stopped,
         }
         if self.layout is not None:
             index, layout = self.layout
