@@ -1,7 +1,10 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -148,3 +151,25 @@ def test_an_error_inside_the_factory_keeps_its_traceback(tmp_path: Path) -> None
     assert result.returncode == 1
     assert "Traceback" in result.stderr
     assert "the factory itself is broken" in result.stderr
+
+
+def _complex_output() -> dict[str, Any]:
+    return {"z": np.ones(3, complex)}
+
+
+def test_info_says_how_the_last_run_stopped(tmp_path: Path) -> None:
+    with pytest.raises(te.UnstorableOutputError):
+        te.simulate_ensemble(_complex_output, 4, output_dir=tmp_path / "out", progress=False)
+    manifest = json.loads((tmp_path / "out" / "threadensemble.json").read_text())
+    assert manifest["stopped"].startswith("UnstorableOutputError: realization 0: variable 'z'")
+    info = cli("info", "out", cwd=tmp_path)
+    assert info.returncode == 0, info.stderr
+    assert "the last run stopped early: UnstorableOutputError: realization 0" in info.stdout
+    # A run that ends normally says nothing of the kind.
+    te.simulate_ensemble(_draw, 2, seed=1, output_dir=tmp_path / "out", progress=False,
+                         overwrite=True)  # fmt: skip
+    assert "stopped" not in cli("info", "out", cwd=tmp_path).stdout
+
+
+def _draw() -> dict[str, Any]:
+    return {"x": te.get_rng().random(2)}

@@ -52,6 +52,15 @@ CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"run_id": 5}, TypeError, "run_id must be a non-empty str naming the model's version"),
     ({"run_id": ""}, TypeError, "run_id must be a non-empty str"),
     ({"args": (threading.Lock(), (x for x in "ab"))}, TypeError, r"cannot fingerprint args\[1\]"),
+    ({"overwrite": "False"}, TypeError, "overwrite must be True or False, got 'False'"),
+    ({"fail_fast": "no"}, TypeError, "fail_fast must be True or False, got 'no'"),
+    ({"protect_shared": 1}, TypeError, "protect_shared must be True or False, got 1"),
+    ({"progress": None}, TypeError, "progress must be True or False, got None"),
+    ({"lazy": "yes"}, TypeError, "lazy must be True or False, got 'yes'"),
+    ({"share_state": "True"}, TypeError, "share_state must be True or False, got 'True'"),
+    ({"kwargs": [("a", 1)]}, TypeError, r"kwargs must be a mapping .*got \[\('a', 1\)\]"),
+    ({"output_dir": ""}, ValueError, "output_dir must name a directory, got ''"),
+    ({"lazy": True, "ragged": ["e"]}, ValueError, r"lazy=True cannot be combined with ragged"),
 ]
 
 
@@ -91,3 +100,28 @@ def test_inject_into_var_keyword_is_accepted() -> None:
 
     ens = te.simulate_ensemble(anything, 2, state=[1, 2], inject="vgs", n_workers=1, progress=False)
     assert ens["n"].values.tolist() == [2, 2]
+
+
+def test_overwrite_read_as_a_string_never_replaces_a_run(tmp_path: Path) -> None:
+    def draw() -> dict[str, Any]:
+        return {"x": te.get_rng().random(2)}
+
+    first = te.simulate_ensemble(draw, 3, seed=1, output_dir=tmp_path, progress=False)
+    settings = {"overwrite": "False", "seed": 2}  # read from an INI file: strings
+    with pytest.raises(TypeError, match="overwrite must be True or False, got 'False'"):
+        te.simulate_ensemble(draw, 3, seed=settings["seed"], output_dir=tmp_path, progress=False,
+                             overwrite=settings["overwrite"])  # fmt: skip
+    np.testing.assert_array_equal(te.open_ensemble(tmp_path)["x"], first["x"])
+    again = te.simulate_ensemble(
+        draw, 3, seed=1, output_dir=tmp_path, progress=np.bool_(False), overwrite=np.False_
+    )  # numpy bools are bools
+    np.testing.assert_array_equal(again["x"], first["x"])
+
+
+def test_an_empty_output_dir_writes_nothing_into_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="output_dir must name a directory"):
+        te.simulate_ensemble(ok, 2, output_dir="", progress=False)
+    assert list(tmp_path.iterdir()) == []

@@ -330,3 +330,26 @@ def test_a_full_disk_stops_the_run_cleanly_and_a_rerun_resumes(small_disk: Path)
     subprocess.run(["mount", "-o", "remount,size=8m", str(small_disk)], check=True)
     resumed = te.simulate_ensemble(grows_past_the_disk, 6, output_dir=out, **options)
     xr.testing.assert_identical(resumed, reference)
+
+
+def _draw() -> dict[str, Any]:
+    return {"x": te.get_rng().random(50)}
+
+
+def test_a_disk_too_full_for_the_lock_leaves_no_lock_behind(small_disk: Path) -> None:
+    out = small_disk / "run"
+    out.mkdir()
+    filler = small_disk / "filler"
+    with pytest.raises(OSError, match="No space left"), filler.open("wb") as f:
+        f.write(b"0" * 1_000_000)  # the disk is now full
+    with pytest.raises(
+        te.OutputWriteError,
+        match=r"could not write '.*\.threadensemble\.lock' \(\d+ bytes of data; 0 bytes free "
+        r"on its file system\): OSError: \[Errno 28\] No space left on device",
+    ) as caught:
+        te.simulate_ensemble(_draw, 3, seed=1, output_dir=out, progress=False)
+    assert list(out.iterdir()) == []  # no lock file, nothing else
+    filler.unlink()
+    kept = caught.value  # a notebook keeps the last error (and its traceback) alive
+    again = te.simulate_ensemble(_draw, 3, seed=1, output_dir=out, progress=False)
+    assert again.sizes["realization"] == 3 and kept is not None  # not "in use by another run"

@@ -32,7 +32,23 @@ UNSTORABLE = {
     ),
     "float16": (
         lambda: {"h": np.ones(3, np.float16)},
-        r"variable 'h' has dtype float16: netCDF4 cannot store it; use float32",
+        r"variable 'h' has dtype float16 \(16-bit floats\): netCDF4 stores float32 and float64",
+    ),
+    "leading space": (
+        lambda: {" lead": np.ones(2)},
+        r"variable ' lead': netCDF names start with a letter, a digit, '_' or a non-ASCII",
+    ),
+    "trailing space": (
+        lambda: xr.Dataset({"x": ("time ", np.ones(2))}),
+        r"dimension 'time ': netCDF names cannot end in whitespace",
+    ),
+    "tab": (
+        lambda: xr.Dataset({"x": ("t", np.ones(2), {"long\tname": "x"})}),
+        r"attribute of variable 'x' 'long\\tname': netCDF names cannot hold control characters",
+    ),
+    "not NFC": (
+        lambda: {"cafe\u0301": np.ones(2)},
+        r"variable 'cafe\u0301': netCDF stores names in Unicode NFC form, so it would be read ",
     ),
     "slash": (lambda: {"a/b": np.ones(3)}, r"variable 'a/b': netCDF names cannot contain '/'"),
     "long name": (
@@ -52,6 +68,15 @@ UNSTORABLE = {
         r"variable 'o' has dtype object with values that are not all strings",
     ),
 }
+if np.dtype(np.longdouble).itemsize > 8:  # (it is float64 on Windows and arm64 macOS)
+    UNSTORABLE["longdouble"] = (
+        lambda: {"lead": np.array([1.5], dtype=np.longdouble)},
+        r"variable 'lead' has dtype float\d+ \(\d+-bit floats\): netCDF4 stores float32 and",
+    )
+    UNSTORABLE["longdouble attribute"] = (
+        lambda: xr.Dataset(attrs={"tolerance": np.longdouble(1e-30)}),
+        r"attribute 'tolerance' of the dataset has dtype float\d+",
+    )
 
 
 @pytest.mark.parametrize("case", UNSTORABLE)

@@ -213,6 +213,25 @@ def test_a_failure_names_its_realization_and_keeps_the_others(tmp_path: Path) ->
     assert any("bad realization 3" in note for note in info.value.__notes__)
 
 
+@pytest.mark.usefixtures("no_leftover_threads")
+def test_sys_exit_in_simulate_fails_that_realization_only(tmp_path: Path) -> None:
+    def gives_up() -> dict[str, Any]:
+        k = te.current_realization() or 0
+        if k == 2:
+            sys.exit("no convergence")  # a script turned into a model, say
+        return {"x": np.array([float(k)])}
+
+    with pytest.raises(
+        te.EnsembleError, match="realization 2 failed: SystemExit: no convergence"
+    ) as info:
+        te.simulate_ensemble(gives_up, 6, output_dir=tmp_path, n_workers=2, progress=False)
+    assert info.value.completed == [0, 1, 3, 4, 5]
+    assert isinstance(info.value.failures[2], SystemExit)
+    manifest = json.loads((tmp_path / "threadensemble.json").read_text())
+    assert manifest["failed"] == {"2": "SystemExit: no convergence"}
+    assert manifest["stopped"] is None  # the run ended: it was not stopped
+
+
 def test_every_failure_is_listed() -> None:
     with pytest.raises(te.EnsembleError, match="3 realizations failed") as info:
         te.simulate_ensemble(_fails_on({1, 4, 6}), 8, n_workers=2, progress=False)

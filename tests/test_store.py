@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,64 @@ def test_file_names_depend_on_the_index_only(tmp_path: Path) -> None:
     assert realization_path(tmp_path, 1_234_567).name == "real_1234567.nc"
     assert os.sep not in realization_path(tmp_path, 7).name
     (tmp_path / "real_0000007.nc").touch()  # named by an older version for a huge ensemble
-    assert realization_files(tmp_path) == {7: tmp_path / "real_0000007.nc"}
+    assert realization_files(tmp_path) == {}  # not realization 7's name today
+    assert realization_files(tmp_path, legacy_size=10_000_000) == {7: tmp_path / "real_0000007.nc"}
+
+
+def _plain(x0: float) -> dict[str, Any]:
+    return {"x": x0 + te.get_rng().random(3)}
+
+
+def test_a_file_copied_from_another_run_is_not_part_of_the_ensemble(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    ours = te.simulate_ensemble(_plain, 4, args=(0.0,), seed=1, output_dir=a, progress=False)
+    te.simulate_ensemble(_plain, 4, args=(0.0,), seed=2, output_dir=b, progress=False)
+    shutil.copy(b / "real_00002.nc", a / "real_00002.nc")  # a careless cp between experiments
+    with pytest.raises(te.OutputDirError, match=r"real_00002.nc' is realization 2 of another run"):
+        te.open_ensemble(a)
+    with pytest.warns(UserWarning, match="left out .*real_00002.nc"):
+        partial = te.open_ensemble(a, allow_incomplete=True)
+    assert partial["realization"].values.tolist() == [0, 1, 3]
+    xr.testing.assert_identical(partial, ours.sel(realization=[0, 1, 3]))
+    # A resumed run neither counts it as done nor replaces it.
+    with pytest.raises(te.OutputDirError, match=r"real_00002.nc' is realization 2 of another run"):
+        te.simulate_ensemble(_plain, 4, args=(0.0,), seed=1, output_dir=a, progress=False)
+    again = te.simulate_ensemble(
+        _plain, 4, args=(0.0,), seed=1, output_dir=a, progress=False, overwrite=True
+    )
+    xr.testing.assert_identical(again, ours)
+
+
+def test_a_renamed_file_is_not_another_realization(tmp_path: Path) -> None:
+    ours = te.simulate_ensemble(_plain, 4, args=(0.0,), seed=1, output_dir=tmp_path, progress=False)
+    shutil.copy(tmp_path / "real_00001.nc", tmp_path / "real_00003.nc")  # a slip of the hand
+    with pytest.raises(te.OutputDirError, match="says it is realization 1, not 3"):
+        te.open_ensemble(tmp_path)
+    with pytest.raises(te.OutputDirError, match="says it is realization 1, not 3"):
+        te.simulate_ensemble(_plain, 4, args=(0.0,), seed=1, output_dir=tmp_path, progress=False)
+    (tmp_path / "real_00003.nc").unlink()
+    again = te.simulate_ensemble(
+        _plain, 4, args=(0.0,), seed=1, output_dir=tmp_path, progress=False
+    )
+    xr.testing.assert_identical(again, ours)
+    xr.testing.assert_identical(te.open_ensemble(tmp_path), ours)
+
+
+def test_an_edited_copy_under_a_longer_name_is_ignored(tmp_path: Path) -> None:
+    ours = te.simulate_ensemble(_plain, 4, args=(0.0,), seed=1, output_dir=tmp_path, progress=False)
+    edited = xr.load_dataset(tmp_path / "real_00001.nc")
+    edited["x"][:] = -1.0
+    edited.to_netcdf(tmp_path / "real_000001.nc")  # the user's own file, next to the run's
+    xr.testing.assert_identical(te.open_ensemble(tmp_path), ours)
+    resumed = te.simulate_ensemble(
+        _plain, 6, args=(0.0,), seed=1, output_dir=tmp_path, progress=False
+    )  # neither "this run would replace it" nor taken as realization 1
+    xr.testing.assert_identical(resumed.sel(realization=range(4)), ours)
+    assert (tmp_path / "real_000001.nc").is_file()  # and never removed
+    te.simulate_ensemble(
+        _plain, 6, args=(0.0,), seed=1, output_dir=tmp_path, progress=False, overwrite=True
+    )
+    assert (tmp_path / "real_000001.nc").is_file()
 
 
 def test_lazy_open_equals_loaded(tmp_path: Path) -> None:

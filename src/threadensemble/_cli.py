@@ -21,7 +21,7 @@ from ._report import last_run_report
 from ._results import REALIZATION_DIM
 from ._runtime import runtime_info
 from ._spec import ModelSpec
-from ._store import MANIFEST_NAME, manifest_size, read_manifest
+from ._store import MANIFEST_NAME, ensemble_files, manifest_size, read_manifest
 from .examples import EXAMPLES
 
 __all__ = ["main"]
@@ -157,7 +157,7 @@ def _info(args: argparse.Namespace) -> int:
     if not directory.is_dir():
         raise CommandError(f"no such directory: {str(directory)!r}")
     manifest = read_manifest(directory)
-    files = realization_files(directory)
+    files = ensemble_files(directory, manifest)
     print(f"ensemble directory {directory}/")
     if manifest is None:
         print(f"  no {MANIFEST_NAME}: not written by threadensemble")
@@ -173,6 +173,8 @@ def _info(args: argparse.Namespace) -> int:
         )
         for k, error in manifest["failed"].items():
             print(f"    failed {k}: {error}")
+        if stopped := manifest.get("stopped"):
+            print(f"  the last run stopped early: {stopped}")
     if files:
         first = read_realization(next(iter(files.values())))
         for name, var in first.data_vars.items():

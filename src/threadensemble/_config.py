@@ -102,6 +102,13 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def _flag(name: str, value: object) -> bool:
+    """Return ``value`` as a bool, refusing anything but a bool (``"False"`` is truthy)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_inject(simulate: Callable[..., Any], inject: str, kwargs: Mapping[str, Any]) -> None:
     if not isinstance(inject, str) or not inject.isidentifier():
         raise TypeError(f"inject must be a keyword name (a str), got {inject!r}")
@@ -181,10 +188,23 @@ def make_config(
     """
     if not callable(simulate):
         raise TypeError(f"simulate must be callable, got {simulate!r}")
+    flags = {
+        name: _flag(name, value)
+        for name, value in [
+            ("protect_shared", protect_shared),
+            ("lazy", lazy),
+            ("overwrite", overwrite),
+            ("progress", progress),
+            ("fail_fast", fail_fast),
+            ("share_state", share_state),
+        ]
+    }
     n = _positive_int("n_realizations", n_realizations)
     workers = available_cpus() if n_workers is None else _positive_int("n_workers", n_workers)
     if isinstance(args, str | bytes) or not isinstance(args, Sequence):
         raise TypeError(f"args must be a tuple or list of positional arguments, got {args!r}")
+    if kwargs is not None and not isinstance(kwargs, Mapping):
+        raise TypeError(f"kwargs must be a mapping of keyword arguments (a dict), got {kwargs!r}")
     kw = dict(kwargs or {})
     if state is not None and inject is None:
         raise ValueError("state was given without inject: name the keyword simulate receives it as")
@@ -195,7 +215,7 @@ def make_config(
             )
         _check_inject(simulate, inject, kw)
         state = copy_state(state)
-    sharing = private_patterns(share_state, private_state)
+    sharing = private_patterns(flags["share_state"], private_state)
     if sharing is not None and inject is None:
         raise ValueError("share_state=True was given without state: there is nothing to share")
     if sharing and not warmup:  # else checked after the warm-up, which may create the arrays
@@ -210,6 +230,10 @@ def make_config(
     if output_dir is not None:
         if not isinstance(output_dir, str | os.PathLike):
             raise TypeError(f"output_dir must be a path, got {output_dir!r}")
+        if not os.fspath(output_dir):
+            raise ValueError(
+                "output_dir must name a directory, got '' (for the current directory, say '.')"
+            )
         directory = Path(output_dir)
     root = None if seed_for is not None else as_seed_sequence(seed)
     seeds = realization_seeds(root, n, seed_for)
@@ -219,8 +243,13 @@ def make_config(
         raise ValueError(f"retries must be >= 0, got {retries!r}")
     if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
         raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
-    if lazy and directory is None:
+    if flags["lazy"] and directory is None:
         raise ValueError("lazy=True needs an output_dir: only files can be opened lazily")
+    if flags["lazy"] and ragged:
+        raise ValueError(
+            f"lazy=True cannot be combined with ragged={list(ragged)!r}: a ragged ensemble is "
+            "padded in memory and cannot be opened lazily; pass lazy=False"
+        )
     if client is not None:
         _check_client(client)
         if n_workers is not None:
@@ -274,15 +303,15 @@ def make_config(
         state=state,
         inject=inject,
         warmup=warmup,
-        protect_shared=bool(protect_shared),
-        lazy=bool(lazy),
+        protect_shared=flags["protect_shared"],
+        lazy=flags["lazy"],
         n_workers=workers,
         seeds=seeds,
         output_dir=directory,
         ragged=tuple(ragged),
-        overwrite=bool(overwrite),
-        progress=bool(progress),
-        fail_fast=bool(fail_fast),
+        overwrite=flags["overwrite"],
+        progress=flags["progress"],
+        fail_fast=flags["fail_fast"],
         retries=int(retries),
         client=client,
         fresh_seed=seed is None and seed_for is None,

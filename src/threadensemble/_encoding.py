@@ -5,13 +5,18 @@ no variable ("NetCDF: HDF error", "Invalid value for attr").  `netcdf_ready` che
 realization before its file is opened, and names the variable or attribute and the rule.  It
 changes only what has one obvious lossless encoding: a bool attribute (or a list or array of
 bools) is stored as int8 0/1, and reads back as 0/1.  Everything else that netCDF4 cannot store
-is refused rather than silently changed: a None attribute (netCDF has no null), complex or
-float16 data, object arrays that are not all strings, names with ``/`` or longer than 256 bytes.
-Strings of any length are fine (xarray stores them as variable-length strings).
+is refused rather than silently changed: a None attribute (netCDF has no null), complex data,
+floats other than float32 and float64 (float16, ``np.longdouble``), object arrays that are not
+all strings, and names netCDF-C refuses (``NC_check_name``) or would change: empty, with ``/``,
+longer than 256 bytes, starting with an ASCII character other than a letter, digit or ``_``,
+holding an ASCII control character, ending in ASCII whitespace, or not in Unicode NFC (netCDF-C
+normalizes names, so the name read back would differ).  Strings of any length are fine (xarray
+stores them as variable-length strings).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -32,6 +37,26 @@ def _check_name(name: Hashable, what: str) -> None:
         raise UnstorableOutputError(f"{what} {name!r}: netCDF names must be non-empty strings")
     if "/" in name:
         raise UnstorableOutputError(f"{what} {name!r}: netCDF names cannot contain '/'")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise UnstorableOutputError(f"{what} {name!r}: netCDF names must be valid UTF-8") from None
+    if name[0].isascii() and not (name[0].isalnum() or name[0] == "_"):
+        raise UnstorableOutputError(
+            f"{what} {name!r}: netCDF names start with a letter, a digit, '_' or a non-ASCII "
+            "character"
+        )
+    if any(c.isascii() and not c.isprintable() for c in name):
+        raise UnstorableOutputError(
+            f"{what} {name!r}: netCDF names cannot hold control characters (tab, newline, ...)"
+        )
+    if name[-1].isascii() and name[-1].isspace():
+        raise UnstorableOutputError(f"{what} {name!r}: netCDF names cannot end in whitespace")
+    if unicodedata.normalize("NFC", name) != name:
+        raise UnstorableOutputError(
+            f"{what} {name!r}: netCDF stores names in Unicode NFC form, so it would be read back "
+            f"as {unicodedata.normalize('NFC', name)!r}; normalize it first"
+        )
     if len(name.encode()) > MAX_NAME_BYTES:
         raise UnstorableOutputError(
             f"{what} {name[:40]!r}...: netCDF names are at most {MAX_NAME_BYTES} bytes long, "
@@ -45,9 +70,10 @@ def _check_dtype(dtype: np.dtype[Any], values: Any, what: str) -> None:
             f"{what} has dtype {dtype}: netCDF4 cannot store complex numbers; return the real "
             "and imaginary parts as two variables"
         )
-    if dtype.kind == "f" and dtype.itemsize == 2:
+    if dtype.kind == "f" and dtype.itemsize not in (4, 8):
         raise UnstorableOutputError(
-            f"{what} has dtype float16: netCDF4 cannot store it; use float32"
+            f"{what} has dtype {dtype} ({8 * dtype.itemsize}-bit floats): netCDF4 stores "
+            "float32 and float64 only; convert it (float16 to float32, longdouble to float64)"
         )
     if dtype.kind == "O" and not all(isinstance(v, str) for v in np.asarray(values).ravel()):
         raise UnstorableOutputError(

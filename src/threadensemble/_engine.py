@@ -204,14 +204,17 @@ def simulate_ensemble(
         Some realizations failed; it lists each with its exception and traceback.  All the
         others were completed (and written, with ``output_dir``).  A realization whose
         layout (variables, dims, shapes, dtypes, coordinate values) differs from the first
-        accepted one, recorded in the manifest, is a failed realization.
+        accepted one, recorded in the manifest, is a failed realization.  So is one whose
+        ``simulate`` raised ``SystemExit`` (or any other exception but KeyboardInterrupt,
+        which stops the run).
     UnstorableOutputError
         With ``output_dir``: a realization holds what a netCDF4 file cannot (complex or
-        float16 data, a None attribute, a name with ``/``, ...); the run stops before that
-        realization is written.
+        float16 data, a None attribute, a name netCDF-C refuses, ...); the run stops before
+        that realization is written.  The manifest records the error (``stopped``).
     OutputWriteError
         With ``output_dir``: a file could not be written (a full disk); the run stops, the
-        files already written stay complete, and re-running the call resumes.
+        files already written stay complete, and re-running the call resumes.  The manifest
+        records the error (``stopped``).
     WorkerInitError
         A worker thread could not copy ``state``; a worker process could not unpickle the
         model or copy ``state``, or died.
@@ -254,16 +257,16 @@ def simulate_ensemble(
     )
     store = None
     if (directory := config.output_dir) is not None:
-        if config.fresh_seed and not overwrite:  # seed=None resumes with the recorded seed
+        if config.fresh_seed and not config.overwrite:  # seed=None resumes with the recorded seed
             recorded = EnsembleStore.recorded_seed(directory)
             config = config if recorded is None else with_recorded_seed(config, recorded)
         store = EnsembleStore.check(
-            directory, config.identity, config.digest, overwrite, config.n_realizations
+            directory, config.identity, config.digest, config.overwrite, config.n_realizations
         )
     if config.client is None:  # on dask, the workers' interpreters compute
         warn_if_gil_reenabled()
     if store is not None:
-        store.open(overwrite)  # locks the directory before anything is computed or removed
+        store.open(config.overwrite)  # locks the directory before anything is computed or removed
     try:
         with read_only_arrays(config.shared_roots()) if config.protect_shared else nullcontext():
             if config.warmup:
@@ -374,7 +377,9 @@ class _Run:
 
     def _flush_at_end(self) -> None:
         """Write the final manifest; if the run is failing already, do not hide why."""
-        failing = sys.exc_info()[1] is not None
+        failing = (error := sys.exc_info()[1]) is not None
+        if error is not None:
+            self._store().mark_stopped(error)
         try:
             self._store().flush(force=True)
         except OutputWriteError:
@@ -416,7 +421,9 @@ class _Run:
             raise  # a worker thread has no state copy: the whole run stops (see execute)
         except (UnstorableOutputError, OutputWriteError) as exc:  # raised by a dask worker
             raise _stopped_at(index, exc) from exc
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from simulate too: that realization failed
             attempt = self.attempts.get(index, 0) + 1
             self.attempts[index] = attempt
             if attempt <= self.config.retries and not isinstance(exc, CancelledError):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import traceback
 from collections.abc import Mapping
+from pathlib import Path
 
 _MAX_TRACEBACKS = 3  # tracebacks shown as notes; a systematic bug would repeat the same one
 
@@ -15,6 +17,7 @@ __all__ = [
     "SharedStateWriteError",
     "UnstorableOutputError",
     "WorkerInitError",
+    "write_error",
 ]
 
 
@@ -77,3 +80,19 @@ class SharedStateWriteError(ValueError):
 
     The write was refused (the array is read-only), so no other thread saw it.
     """
+
+
+def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError:
+    """Return the error that stops a run which could not write ``size`` bytes to ``path``.
+
+    netCDF-C reports a full disk as "NetCDF: HDF error": the message says how much room
+    the file system had left.
+    """
+    try:
+        free = f"{shutil.disk_usage(path.parent).free} bytes free"
+    except OSError:
+        free = "free space unknown"
+    return OutputWriteError(
+        f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
+        f"{type(cause).__name__}: {cause}"
+    )

@@ -9,7 +9,10 @@ the file even in one process, so a second run from another thread is refused as 
 holder writes its pid and host into the file, for the refusal's message, and removes the file
 when it is done; a run that locked a file which was removed meanwhile (by the holder it waited
 on) locks the new one instead, so two runs never hold two different files.  A killed run's
-file stays behind, unlocked, and the next run takes it over.
+file stays behind, unlocked, and the next run takes it over.  A lock that cannot be taken
+for any other reason (a full disk: the holder's line cannot be written) raises
+`OutputWriteError` naming the file and the free space, with the file closed and, if it was
+locked, removed: nothing is left to make the next run think the directory is in use.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ._errors import OutputDirError
+from ._errors import OutputDirError, write_error
 
 __all__ = ["LOCK_NAME", "DirectoryLock"]
 
@@ -59,26 +62,38 @@ class DirectoryLock:
     def acquire(self) -> None:
         """Take the lock, or raise OutputDirError naming the run that holds it.
 
-        Creates the directory and the lock file if needed; touches nothing else.
+        Creates the directory and the lock file if needed; touches nothing else.  Raises
+        OutputWriteError when the file cannot be written (a full disk), leaving none behind.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = f"pid {os.getpid()} on host {socket.gethostname()}\n".encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self._lock(line)
+        except OSError as exc:
+            raise write_error(self.path, exc, len(line)) from exc
+
+    def _lock(self, line: bytes) -> IO[str]:
+        """Return the lock file, locked, with ``line`` written into it; on error, close it."""
         while True:
             file = open(self.path, "a+")  # noqa: SIM115 (kept open while the lock is held)
-            if not _try_lock(file):
-                holder = _holder(file)
+            locked = False
+            try:
+                if not (locked := _try_lock(file)):
+                    raise OutputDirError(
+                        f"output_dir {str(self.path.parent)!r} is in use by another run "
+                        f"({_holder(file)}); wait for it to end, or use another directory"
+                    )
+                if _same_file(file, self.path):
+                    os.ftruncate(file.fileno(), 0)
+                    os.write(file.fileno(), line)  # unbuffered: close() has nothing to flush
+                    return file
+            except BaseException:
+                if locked:
+                    with contextlib.suppress(OSError):
+                        self.path.unlink()  # still locked by us: no other run holds it
                 file.close()
-                raise OutputDirError(
-                    f"output_dir {str(self.path.parent)!r} is in use by another run "
-                    f"({holder}); wait for it to end, or use another directory"
-                )
-            if _same_file(file, self.path):
-                break
+                raise
             file.close()  # its holder removed it after we opened it: lock the new one
-        file.seek(0)
-        file.truncate()
-        file.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
-        file.flush()
-        self._file = file
 
     def release(self) -> None:
         """Remove the lock file and let the next run in (closing the file releases the lock)."""

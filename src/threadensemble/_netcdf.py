@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 import xarray as xr
 
 from ._encoding import netcdf_ready
-from ._errors import OutputWriteError
+from ._errors import write_error
 
 __all__ = [
     "TEMP_NAME",
@@ -33,7 +32,6 @@ __all__ = [
     "realization_files",
     "realization_path",
     "write_atomic",
-    "write_error",
     "write_temporary",
 ]
 
@@ -58,12 +56,20 @@ def realization_path(output_dir: Path, index: int) -> Path:
     return output_dir / f"real_{index:05d}.nc"
 
 
-def realization_files(output_dir: Path) -> dict[int, Path]:
-    """Return realization index -> file for every finished (not temporary) file in the dir."""
+def realization_files(output_dir: Path, legacy_size: int | None = None) -> dict[int, Path]:
+    """Return realization index -> file for every finished file under its canonical name.
+
+    Realization ``k``'s file is ``realization_path(output_dir, k)`` only; in a directory of
+    the old manifest format (``legacy_size``: its ``n_realizations``) the index was padded to
+    the width of the largest one instead.  Any other ``real_<digits>.nc`` (a user's
+    ``real_000001.nc`` copy next to ``real_00001.nc``, say) is nobody's realization: it is
+    neither opened, nor resumed, nor removed.  Temporary files are never listed.
+    """
+    width = 5 if legacy_size is None else max(5, len(str(legacy_size - 1)))
     files = {}
     for path in output_dir.iterdir():
         match = _FILE_RE.fullmatch(path.name)
-        if match:
+        if match and path.name == f"real_{int(match.group(1)):0{width}d}.nc":
             files[int(match.group(1))] = path
     return dict(sorted(files.items()))
 
@@ -115,22 +121,6 @@ def write_temporary(ds: xr.Dataset, path: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
-
-
-def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError:
-    """Return the error that stops a run which could not write ``size`` bytes to ``path``.
-
-    netCDF-C reports a full disk as "NetCDF: HDF error": the message says how much room
-    the file system had left.
-    """
-    try:
-        free = f"{shutil.disk_usage(path.parent).free} bytes free"
-    except OSError:
-        free = "free space unknown"
-    return OutputWriteError(
-        f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
-        f"{type(cause).__name__}: {cause}"
-    )
 
 
 def commit_temporary(tmp: Path, path: Path) -> None:

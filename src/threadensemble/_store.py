@@ -20,13 +20,14 @@ import json
 import os
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 
-from ._errors import OutputDirError
+from ._errors import OutputDirError, write_error
 from ._identity import differences
 from ._lock import DirectoryLock
 from ._netcdf import (
@@ -39,7 +40,6 @@ from ._netcdf import (
     realization_files,
     realization_path,
     write_atomic,
-    write_error,
 )
 from ._results import (
     CONCAT_OPTIONS,
@@ -55,6 +55,7 @@ from ._runtime import runtime_info
 __all__ = [
     "MANIFEST_NAME",
     "EnsembleStore",
+    "ensemble_files",
     "manifest_size",
     "open_ensemble",
     "open_realizations",
@@ -113,6 +114,38 @@ def manifest_size(manifest: Mapping[str, Any]) -> int:
     return int(size)
 
 
+def ensemble_files(directory: Path, manifest: Mapping[str, Any] | None) -> dict[int, Path]:
+    """Return realization index -> file of ``directory``, by its manifest's format's names.
+
+    See `realization_files`: files of other names are not the ensemble's.
+    """
+    if manifest is not None and manifest.get("format") != MANIFEST_FORMAT:
+        return realization_files(directory, legacy_size=manifest_size(manifest))
+    return realization_files(directory)
+
+
+def _of_run(attrs: Mapping[str, Any] | None, digest: str, index: int) -> bool:
+    """Whether a file's attributes say it is realization ``index`` of the run ``digest``."""
+    return bool(
+        attrs is not None
+        and attrs.get(ATTR_PREFIX + "run") == digest
+        and attrs.get(ATTR_PREFIX + "realization") == index
+    )
+
+
+def _not_of_run(path: Path, attrs: Mapping[str, Any] | None, digest: str, index: int) -> str:
+    """Say why ``path`` is not realization ``index`` of the run ``digest``."""
+    if attrs is None:
+        return f"{str(path)!r} cannot be read as a netCDF file"
+    run, realization = attrs.get(ATTR_PREFIX + "run"), attrs.get(ATTR_PREFIX + "realization")
+    if realization != index:
+        return f"{str(path)!r} says it is realization {realization}, not {index}"
+    return (
+        f"{str(path)!r} is realization {index} of another run ({ATTR_PREFIX}run {run!r}, "
+        f"this directory's run is {digest!r}; copied from another ensemble directory?)"
+    )
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     found = []
     for key in [*old, *(k for k in new if k not in old)]:
@@ -148,6 +181,7 @@ class EnsembleStore:
         self._lock = DirectoryLock(output_dir)
         self._last_flush = 0.0
         self.run_report: dict[str, Any] | None = None  # the last run's (`threadensemble._report`)
+        self.stopped: str | None = None  # the error that stopped this run, if one did
 
     @staticmethod
     def recorded_seed(output_dir: Path) -> dict[str, Any] | None:
@@ -221,7 +255,8 @@ class EnsembleStore:
     def _prepare(self, overwrite: bool) -> None:
         manifest = read_manifest(self.output_dir)
         listed = set(manifest.get("completed", ())) if manifest is not None else set()
-        attrs = {k: _attrs_or_none(p) for k, p in realization_files(self.output_dir).items()}
+        files = ensemble_files(self.output_dir, manifest)
+        attrs = {k: _attrs_or_none(p) for k, p in files.items()}
         # Ours: it says so, or it is unreadable (cut short by a crash, say) and the manifest
         # lists it.  A readable file without our attributes is someone else's, listed or not.
         ours = {
@@ -231,26 +266,39 @@ class EnsembleStore:
             or (a is not None and a.get(ATTR_PREFIX + "realization") == k)
         }
         if foreign := [k for k in attrs if k < self.size and k not in ours]:
-            path = realization_files(self.output_dir)[foreign[0]]
+            path, found = files[foreign[0]], attrs[foreign[0]]
+            if found is not None and ATTR_PREFIX + "realization" in found:
+                raise OutputDirError(
+                    f"{_not_of_run(path, found, self.digest, foreign[0])}, and this run would "
+                    "replace it; move it away, or use another directory"
+                )
             raise OutputDirError(
                 f"{str(path)!r} is not a threadensemble realization file (it lacks the "
                 f"library's attributes), and this run would replace it; move it away, or use "
                 "another directory"
+            )
+        # A file of another run (or under another index) is never taken as done, nor replaced.
+        others = [k for k in sorted(ours) if k < self.size and attrs[k] is not None]
+        if not overwrite and (others := [k for k in others if not self._is_ours(attrs[k], k)]):
+            reason = _not_of_run(files[others[0]], attrs[others[0]], self.digest, others[0])
+            raise OutputDirError(
+                f"{reason}, and this run would replace it; move it away, or overwrite=True to "
+                "replace it"
             )
         for path in self.output_dir.iterdir():
             # Holding the lock, every temporary file of ours is a dead run's, never complete.
             if TEMP_NAME.fullmatch(path.name) or _MANIFEST_TEMP.fullmatch(path.name):
                 path.unlink(missing_ok=True)
         if overwrite:
-            for index, path in realization_files(self.output_dir).items():
+            for index, path in files.items():
                 if index in ours:
                     path.unlink()
             (self.output_dir / MANIFEST_NAME).unlink(missing_ok=True)
         else:
             self._load_layout(manifest)
-        for index, path in realization_files(self.output_dir).items():
-            if path == self.path(index) and self._is_ours(attrs.get(index), index):
-                self.completed.add(index)
+            for index, path in files.items():
+                if path == self.path(index) and self._is_ours(attrs[index], index):
+                    self.completed.add(index)
         self.flush(force=True)
 
     def _load_layout(self, manifest: Mapping[str, Any] | None) -> None:
@@ -267,11 +315,7 @@ class EnsembleStore:
         self.flush(force=True)
 
     def _is_ours(self, attrs: Mapping[str, Any] | None, index: int) -> bool:
-        return bool(
-            attrs is not None
-            and attrs.get(ATTR_PREFIX + "run") == self.digest
-            and attrs.get(ATTR_PREFIX + "realization") == index
-        )
+        return _of_run(attrs, self.digest, index)
 
     def path(self, index: int) -> Path:
         """Return the file of realization ``index``."""
@@ -311,6 +355,10 @@ class EnsembleStore:
         """Record that realization ``index`` failed (it stays missing; a re-run retries it)."""
         self.failed[index] = f"{type(error).__name__}: {error}"
 
+    def mark_stopped(self, error: BaseException) -> None:
+        """Record the error that stopped this run (a full disk, Ctrl-C ...) for the manifest."""
+        self.stopped = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
     def flush(self, force: bool = False) -> None:
         """Rewrite the manifest (atomically) when forced or when the last one is old."""
         now = time.monotonic()
@@ -326,6 +374,7 @@ class EnsembleStore:
             "completed": sorted(self.completed),
             "failed": {str(k): v for k, v in sorted(self.failed.items())},
             "run_report": self.run_report,
+            "stopped": self.stopped,
         }
         if self.layout is not None:
             index, layout = self.layout
@@ -345,7 +394,8 @@ def open_ensemble(
     allow_incomplete : bool, default False
         Open the realizations present even when some are missing.  The directory's size is
         the largest ``n_realizations`` ever run into it (an extended ensemble is opened whole,
-        a smaller re-run does not shrink it).
+        a smaller re-run does not shrink it).  A file that is not the directory's run's (see
+        Raises) is then left out, with a warning naming it.
     lazy : bool, default False
         Open the files lazily as dask arrays (needs dask; not for ragged ensembles), so that
         ensembles larger than memory can be opened.  Reads hold `netcdf_lock`.
@@ -362,17 +412,39 @@ def open_ensemble(
         The directory does not exist or holds no realization file.
     ValueError
         Realizations listed in the manifest are missing and ``allow_incomplete`` is False.
+    OutputDirError
+        A realization file is not the manifest's run's (its ``threadensemble_run`` or
+        ``threadensemble_realization`` attribute differs: copied from another directory, say,
+        or unreadable) and ``allow_incomplete`` is False.  Only ``real_<k>.nc`` under
+        realization ``k``'s own name is read: other names (``real_000001.nc``) are ignored.
+
+    Warns
+    -----
+    UserWarning
+        With ``allow_incomplete``, naming each file left out because it is not the run's.
     """
     directory = Path(output_dir)
     if not directory.is_dir():
         raise FileNotFoundError(f"no ensemble directory at {str(directory)!r}")
     manifest = read_manifest(directory)
-    files = realization_files(directory)
+    files = ensemble_files(directory, manifest)
     ragged: Sequence[str] = ()
     if manifest is not None:
         n = manifest_size(manifest)
         ragged = manifest["config"].get("ragged", ())
         files = {k: p for k, p in files.items() if k < n}
+        for k, path in list(files.items()):
+            attrs = _attrs_or_none(path)
+            if _of_run(attrs, manifest["digest"], k):
+                continue
+            reason = _not_of_run(path, attrs, manifest["digest"], k)
+            if not allow_incomplete:
+                raise OutputDirError(
+                    f"{reason}: it is not part of the ensemble; move it away, or pass "
+                    "allow_incomplete=True to open the ensemble without it"
+                )
+            warnings.warn(f"left out {reason}", UserWarning, stacklevel=2)
+            del files[k]
         missing = sorted(set(range(n)) - files.keys())
         if missing and not allow_incomplete:
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
@@ -386,8 +458,17 @@ def open_ensemble(
 
 
 def open_realizations(store: EnsembleStore, n_realizations: int, lazy: bool) -> xr.Dataset:
-    """Open realizations ``0 .. n_realizations-1`` of a run's directory, all complete."""
+    """Open realizations ``0 .. n_realizations-1`` of a run's directory, all complete.
+
+    Raises OutputDirError when a file is no longer this run's (replaced during the run).
+    """
     files = {k: store.path(k) for k in range(n_realizations)}
+    for k, path in files.items():
+        if not _of_run(attrs := _attrs_or_none(path), store.digest, k):
+            raise OutputDirError(
+                f"{_not_of_run(path, attrs, store.digest, k)}: it was replaced during the run; "
+                "re-run the same call to compute it again"
+            )
     return _open_files(files, store.config.get("ragged", ()), lazy)
 
 
