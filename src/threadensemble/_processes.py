@@ -229,8 +229,6 @@ class ProcessBackend:
         context: BaseContext = multiprocessing.get_context(method)
         # Set by the calling process only (shutdown); read by the workers' realizations.
         self.cancel = context.Event()
-        # Held by the calling process only, never written to: the workers exit when it closes.
-        caller, self._caller = context.Pipe(duplex=False)
         # What the workers get: no warm-up (it ran here, and a warm-up function need not be
         # picklable); an absolute output_dir (spawned workers may start elsewhere).
         worker_config = dataclasses.replace(
@@ -239,6 +237,8 @@ class ProcessBackend:
             output_dir=None if config.output_dir is None else config.output_dir.absolute(),
         )
         payload = _pickle_config(worker_config)
+        # Held by the calling process only, never written to: the workers exit when it closes.
+        caller, self._caller = context.Pipe(duplex=False)
         # Used by the calling thread only: the latest CPU time each worker process reported.
         self._worker_cpu: dict[int, float] = {}
         # Used by the calling thread only: the pids of every worker process this run started.
