@@ -269,3 +269,141 @@ def test_a_state_holding_te_rng_travels_to_the_workers() -> None:
     threads = te.simulate_ensemble(station_draws, 4, n_workers=1, **run)
     processes = te.simulate_ensemble(station_draws, 4, n_workers=2, backend="processes", **run)
     xr.testing.assert_identical(threads, processes)
+
+
+class HoldsLock(Exception):
+    """An exception that cannot be pickled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+class TwoArguments(Exception):
+    """An exception that pickles, but cannot be unpickled (its args are not its __init__'s)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(f"{message} (code {code})")
+
+
+def misbehaves(*, output_dir: str) -> dict[str, Any]:
+    k = te.current_realization()
+    if k == 1:
+        sys.exit(2)
+    if k == 2:
+        raise HoldsLock("solver did not converge")
+    if k == 3:
+        raise TwoArguments("no luck", 7)
+    if k == 5:  # killed while writing its file
+        (Path(output_dir) / f".real_00005.nc.{os.getpid()}.{threading.get_ident()}.tmp").touch()
+        os._exit(9)
+    return {"x": te.get_rng().random(2)}
+
+
+def test_a_failure_that_cannot_be_pickled_fails_its_realization_a_dead_worker_stops(
+    tmp_path: Path,
+) -> None:
+    options: dict[str, Any] = {"seed": 1, "n_workers": 2, "progress": False, "retries": 1}
+    out = tmp_path / "run"
+    with pytest.raises(te.EnsembleError) as info:
+        te.simulate_ensemble(misbehaves, 5, kwargs={"output_dir": str(out)}, output_dir=out,
+                             backend="processes", **options)  # fmt: skip
+    assert str(info.value) == (  # as on threads
+        "3 realizations failed:\n  realization 1: SystemExit: 2\n"
+        "  realization 2: HoldsLock: solver did not converge\n"
+        "  realization 3: TwoArguments: no luck (code 7)"
+    )
+    assert info.value.completed == [0, 4]
+    assert "in misbehaves" in info.value.__notes__[1], "the worker's traceback is kept"
+    assert sorted(p.name for p in out.glob("real_*.nc")) == ["real_00000.nc", "real_00004.nc"]
+    assert _no_hidden_files(out) == []
+
+    with pytest.raises(te.WorkerInitError, match="a worker process died"):
+        te.simulate_ensemble(misbehaves, 8, kwargs={"output_dir": str(out)}, output_dir=out,
+                             backend="processes", **options)  # fmt: skip
+    assert _no_hidden_files(out) == [], "the dead worker's temporary file is removed"
+
+
+ORPHANED = """
+import os, sys, time
+import numpy as np
+import threadensemble as te
+from multiprocessing import forkserver
+
+
+class ConvergenceError(Exception):  # travels by value with simulate: not the same class there
+    pass
+
+
+def fails_at_2():
+    if te.current_realization() == 2:
+        raise ConvergenceError("solver did not converge")
+    return {"x": te.get_rng().random(2)}
+
+
+def stubborn(pids):  # never polls cancelled()
+    open(os.path.join(pids, str(os.getpid())), "w").close()
+    time.sleep(0.3)
+    return {"x": te.get_rng().random(2)}
+
+
+if __name__ == "__main__":
+    out, pids = sys.argv[1], sys.argv[2]
+    try:
+        te.simulate_ensemble(fails_at_2, 4, n_workers=2, output_dir=out + "/a", progress=False,
+                             backend="processes")
+    except te.EnsembleError as exc:
+        print(exc, exc.completed, sorted(os.listdir(out + "/a")), flush=True)
+    print(getattr(forkserver._forkserver, "_forkserver_pid", None), flush=True)
+    te.simulate_ensemble(stubborn, 400, kwargs={"pids": pids}, n_workers=2,
+                         output_dir=out + "/b", progress=False, backend="processes")
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_workers_exit_when_the_calling_process_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "orphaned.py"
+    script.write_text(ORPHANED)
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    pids.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(out), str(pids)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert child.stdout is not None
+    failed, forkserver = child.stdout.readline(), child.stdout.readline().strip()
+    # A class of the script's own __main__ cannot be pickled back: its stand-in says the same.
+    assert failed.startswith("realization 2 failed: ConvergenceError: solver did not converge"), (
+        failed
+    )
+    assert "[0, 1, 3] ['real_00000.nc', 'real_00001.nc', 'real_00003.nc', 'threadensemble" in failed
+    deadline = time.monotonic() + 60
+    while len(list((out / "b").glob("real_*.nc"))) < 2 or len(list(pids.iterdir())) < 2:
+        assert child.poll() is None and time.monotonic() < deadline, "the run ended early"
+        time.sleep(0.05)
+    child.kill()
+    child.wait(timeout=60)  # not communicate(): orphaned workers would hold its pipes open
+    child.stdout.close()
+    workers = [int(p.name) for p in pids.iterdir()]
+    if forkserver != "None":
+        workers.append(int(forkserver))
+    deadline = time.monotonic() + 30
+    try:
+        while any(_running(pid) for pid in workers):
+            assert time.monotonic() < deadline, "worker processes outlived the calling process"
+            time.sleep(0.1)
+    finally:
+        for pid in filter(_running, workers):
+            os.kill(pid, signal.SIGKILL)
+    left = sorted(p.name for p in (out / "b").iterdir())
+    time.sleep(1.0)
+    assert sorted(p.name for p in (out / "b").iterdir()) == left, "nobody writes there any more"

@@ -21,6 +21,17 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
   and returns a `Written`; the completion loop commits it, or discards it.
 * The forkserver preloads this module, so that its workers start with numpy, xarray and
   threadensemble imported (`_preload_in_forkserver`).
+* A realization's exception travels back to the calling process, where it fails that
+  realization as on threads (`SystemExit` too; `KeyboardInterrupt` stops the run).  One that
+  cannot be pickled, or unpickled (a class of the user's ``__main__``, which travelled by
+  value), is replaced by a stand-in of the same name and message (`RemoteRealizationError`),
+  its traceback kept.
+* A worker that dies (killed, out of memory) breaks the pool: `WorkerInitError`, and the
+  temporary files of this run's workers (their names hold the worker's pid) are removed.
+* Workers exit at once when the calling process is gone (killed): each holds the reading end
+  of a pipe that only the calling process writes to, and a thread that waits for its end of
+  file; a realization also checks it before writing its file.  With them the forkserver goes
+  too (the workers hold it alive).
 * Workers ignore SIGINT (a Ctrl-C in a terminal reaches the whole process group): the calling
   process cancels them.  Pending tasks are cancelled; running ones see ``cancelled()`` turn True
   through a `multiprocessing` Event shared with the workers; files that workers finished after
@@ -34,23 +45,29 @@ import multiprocessing
 import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import connection
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import TypeAlias
 
 from ._config import RunConfig
 from ._context import CancelFlag
 from ._errors import WorkerInitError
+from ._netcdf import TEMP_NAME
 from ._picklable import PROCESSES_ADVICE, model_pickler, raise_if_unpicklable
-from ._realize import Outcome, Written, realize_and_write
+from ._realize import Outcome, realize_and_write
 from ._shared import make_read_only
 from ._state import PerThreadState
 
-__all__ = ["ProcessBackend", "start_method"]
+__all__ = ["ProcessBackend", "RemoteRealizationError", "start_method"]
 
 # What a task returns: the outcome, the worker's pid and its CPU time so far (for the report).
 _TaskResult: TypeAlias = tuple[Outcome, int, float]
@@ -77,6 +94,58 @@ def _preload_in_forkserver() -> None:
         forkserver.set_forkserver_preload([*preloaded, __name__])
 
 
+class RemoteRealizationError(RuntimeError):
+    """Stands in for a realization's exception that could not travel from its worker process.
+
+    Its class has the name (and module) of the original's; its message is the original's; its
+    ``__cause__`` holds the original's traceback, as for any exception of a worker process.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _stand_in, (type(self).__module__, type(self).__qualname__, str(self))
+
+
+def _stand_in(module: str, qualname: str, message: str) -> RemoteRealizationError:
+    """Return a `RemoteRealizationError` named ``module.qualname`` (also: its unpickler)."""
+    attributes = {"__module__": module, "__qualname__": qualname, "__doc__": None}
+    cls: type[RemoteRealizationError] = type(
+        qualname.rpartition(".")[2], (RemoteRealizationError,), attributes
+    )
+    return cls(message)
+
+
+def _travelling(exc: BaseException) -> BaseException:
+    """Return ``exc`` if the calling process can unpickle it as a failure, else its stand-in."""
+    if not isinstance(exc, SystemExit):  # a failure of its realization, as on threads
+        try:
+            pickle.loads(ForkingPickler.dumps(exc))
+        except Exception:
+            pass
+        else:
+            return exc
+    return _stand_in(type(exc).__module__, type(exc).__qualname__, str(exc))
+
+
+class _CallerWatch:
+    """The worker's cancel flag: set when the run is cancelled, or when its caller is gone.
+
+    ``caller`` is the reading end of a pipe that the calling process holds open, and never
+    writes to: it becomes readable (end of file) when that process has exited, or was killed.
+    """
+
+    def __init__(self, cancel: CancelFlag, caller: Connection) -> None:
+        self.cancel = cancel
+        self.caller = caller
+
+    def is_set(self) -> bool:
+        return self.cancel.is_set() or bool(connection.wait([self.caller], 0))
+
+    def exit_with_the_caller(self) -> None:
+        """Exit this worker process at once when the calling process is gone (a thread)."""
+        connection.wait([self.caller])
+        os._exit(1)  # nobody would commit what this process writes, or collect it
+
+
 @dataclass
 class _WorkerRun:
     """The run, as one worker process holds it (set once by `_initialize`)."""
@@ -92,10 +161,12 @@ class _WorkerRun:
 _worker_run: _WorkerRun | None = None
 
 
-def _initialize(payload: bytes, cancel: CancelFlag) -> None:
+def _initialize(payload: bytes, run_cancel: CancelFlag, caller: Connection) -> None:
     """Set up a worker process (the pool's initializer): ignore Ctrl-C, unpickle, copy state."""
     global _worker_run
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the calling process cancels its workers
+    cancel = _CallerWatch(run_cancel, caller)
+    threading.Thread(target=cancel.exit_with_the_caller, daemon=True).start()
     try:
         config: RunConfig = pickle.loads(payload)
     except BaseException as exc:
@@ -134,7 +205,15 @@ def _realize_in_worker(index: int) -> _TaskResult:
     assert run is not None, "the pool's initializer runs before any task"
     if run.config is None:
         raise WorkerInitError(f"worker process {os.getpid()} {run.init_error}")
-    outcome = realize_and_write(run.config, run.per_thread, run.cancel, index)
+    try:
+        outcome = realize_and_write(run.config, run.per_thread, run.cancel, index)
+    except KeyboardInterrupt:
+        raise  # not a failure of the realization: it stops the run
+    except BaseException as exc:
+        travelling = _travelling(exc)
+        if travelling is exc:
+            raise
+        raise travelling from exc  # the traceback sent back shows exc's too
     return outcome, os.getpid(), time.process_time()
 
 
@@ -158,13 +237,17 @@ class ProcessBackend:
             output_dir=None if config.output_dir is None else config.output_dir.absolute(),
         )
         payload = _pickle_config(worker_config)
+        # Held by the calling process only, never written to: the workers exit when it closes.
+        caller, self._caller = context.Pipe(duplex=False)
         # Used by the calling thread only: the latest CPU time each worker process reported.
         self._worker_cpu: dict[int, float] = {}
+        # Used by the calling thread only: the pids of every worker process this run started.
+        self._worker_pids: set[int] = set()
         self.pool = ProcessPoolExecutor(
             max_workers=n_processes,
             mp_context=context,
             initializer=_initialize,
-            initargs=(payload, self.cancel),
+            initargs=(payload, self.cancel, caller),
         )
 
     def describe(self) -> str:
@@ -178,7 +261,12 @@ class ProcessBackend:
         return sum(self._worker_cpu.values())
 
     def submit(self, index: int) -> Future[_TaskResult]:
-        return self.pool.submit(_realize_in_worker, index)
+        try:
+            future = self.pool.submit(_realize_in_worker, index)
+        except BrokenProcessPool as exc:  # a retry, after a worker died
+            raise _worker_died(exc) from exc
+        self._worker_pids.update(list(self.pool._processes))  # started as tasks are submitted
+        return future
 
     def wait(
         self, futures: Collection[Future[_TaskResult]], timeout: float
@@ -189,10 +277,7 @@ class ProcessBackend:
         try:
             outcome, pid, cpu = future.result()
         except BrokenProcessPool as exc:
-            raise WorkerInitError(
-                f"a worker process died ({exc}): killed, out of memory, or crashed in an "
-                "extension module; the run stops"
-            ) from exc
+            raise _worker_died(exc) from exc
         self._worker_cpu[pid] = cpu
         return outcome
 
@@ -202,12 +287,26 @@ class ProcessBackend:
             # and wait for them: their results are discarded.
             self.cancel.set()
         self.pool.shutdown(wait=True, cancel_futures=cancel)
-        for future in running:
-            # Files that workers finished anyway are not the run's: remove them.
-            if not future.cancelled() and future.exception() is None:
-                outcome = future.result()[0]
-                if isinstance(outcome, Written) and self.output_dir is not None:
-                    (self.output_dir / outcome.temporary_name).unlink(missing_ok=True)
+        self._caller.close()
+        if self.output_dir is not None:
+            # Every worker has exited, and every file committed: what temporaries of theirs
+            # are left (finished after the cancellation, or cut short when a worker died) are
+            # not the run's.
+            _remove_temporaries(self.output_dir, self._worker_pids)
+
+
+def _worker_died(exc: BrokenProcessPool) -> WorkerInitError:
+    return WorkerInitError(
+        f"a worker process died ({exc}): killed, out of memory, or crashed in an extension "
+        "module; the run stops"
+    )
+
+
+def _remove_temporaries(directory: Path, pids: Collection[int]) -> None:
+    """Remove the temporary files that the worker processes ``pids`` left in ``directory``."""
+    for path in directory.iterdir():
+        if TEMP_NAME.fullmatch(path.name) and int(path.name.split(".")[-3]) in pids:
+            path.unlink(missing_ok=True)
 
 
 def _pickle_config(config: RunConfig) -> bytes:
