@@ -725,7 +725,8 @@ def _function_name(record: str | None) -> str | None:
     """Return ``helpers.growth`` from a function's record ``function helpers:growth <digest>``."""
     if record is None or not record.startswith("function "):
         return None
-    return record.split(" ")[1].replace(":", ".")
+    name = record.split(" ")[1]
+    return None if "<" in name or name.endswith("...") else name.replace(":", ".")
 
 
 def _package_change(old: str | None, new: str | None) -> str | None:
