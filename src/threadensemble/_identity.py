@@ -3,7 +3,7 @@
 `model_fingerprint` hashes ``simulate``, ``args``, ``kwargs``, ``state``, ``seed_for`` and
 ``warmup`` by content, so that a re-run into an ensemble directory is accepted only when it would
 compute the same realizations.  It walks the object graph with `threadensemble._shared.children`
-(plus what only identity needs: a function's code, defaults and referenced module constants, a
+(plus what only identity needs: a function's code and the globals it loads, a class's content, a
 bound method's function and object, the elements of object arrays, xarray variables and attrs,
 and ``__reduce_ex__`` for extension objects) and builds a Merkle tree: every node's digest covers
 its own content and its children's digests, so a shared object hashes the same wherever it is
@@ -14,18 +14,27 @@ What is hashed, and how:
 
 * numpy arrays: dtype, shape and the raw buffer (so NaN, NaT and datetime64 values by their
   bytes) with SHA-256, which hashlib computes without the GIL for large buffers; it was the
-  fastest hashlib digest measured here (2.1 GB/s with SHA extensions, blake2b 1.2, md5 0.9).
+  fastest hashlib digest measured here (2.1 GB/s with SHA extensions, blake2b 1.2, md5 0.9);
+  a strided view is copied in chunks, a structured dtype by its fields, a memmap as an array.
   Object-dtype arrays element by element.
-* functions: their source text when ``inspect`` can find it (stable across Python versions and
-  line moves; else the bytecode), names, constants and nested code, defaults, closure contents,
-  and the module-level *constants* they name (numbers, strings, tuples, arrays) and module-level
-  functions of their own module (recursively).  Modules, classes, functions of other modules
-  (numpy, say) and mutable module-level containers count by name only: they are not the model's
-  data.  A callable instance also counts its class's ``__call__``.
-* everything else: scalars by ``repr``, containers by items (a list, tuple or dict of scalars
-  only by its ``repr``, computed in C; small ones of scalars and finished objects without a
-  stack frame), objects by ``__dict__`` and ``__slots__``, extension objects by what
-  ``__reduce_ex__`` returns.  Sets are ordered by ``repr`` (as `children` does).
+* code: its compiled content (bytecode, constants with nested code, the names it uses, the
+  argument layout), tagged with ``sys.implementation.cache_tag``; never line numbers, file names
+  or the source on disk (a module edited after its import runs its old code).
+* functions of the user's own code (any module outside the standard library, site-packages and
+  dist-packages): code, defaults, closure contents, and every global their instructions load
+  (``LOAD_GLOBAL``/``LOAD_NAME``, not ``co_names``, which also holds attribute names), by
+  content whatever its type, with module attribute chains (``helpers.growth``) followed through
+  the user's modules.  Functions, classes and modules of installed packages count by their
+  distribution's version (``numpy 1.26.4``); of the standard library and threadensemble by name.
+* classes of the user's code: module, qualname, bases, and their own ``__dict__`` (functions,
+  static and class methods, properties, data); an instance counts its class too.
+* everything else: scalars by ``repr`` (a subclass by type, value and attributes), containers
+  by items (a list, tuple or dict of scalars only by its ``repr``, computed in C; small ones of
+  scalars and finished objects without a stack frame), dict keys that are not scalars by
+  content, sets by their elements' digests sorted (never hash order or ``repr``), objects by
+  ``__dict__`` and ``__slots__``, pandas objects with their index, name, categories and dtype,
+  extension objects by what ``__reduce_ex__`` returns.  A dict's insertion order is content:
+  iterating it in another order can change the numbers.
 * contentless by decision: locks, events, conditions, semaphores, barriers, ``threading.local``
   and loggers/handlers (synchronisation and logging do not determine the numbers).
 
