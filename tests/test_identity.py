@@ -711,3 +711,12 @@ def test_sets_and_keys_count_by_content_not_hash_order_or_address() -> None:
         for seed in ("1", "2", "3")
     }
     assert len(digests) == 1
+
+
+def test_the_example_models_count_by_their_code() -> None:
+    """The library counts by name, its example models (a model like the user's) by content."""
+    from threadensemble._cli import build_spec
+
+    spec = build_spec("etas")
+    records = model_fingerprint({"simulate": spec.simulate}).paths.values()
+    assert any(record.startswith("code ") for record in records)

@@ -190,6 +190,7 @@ def _global_loads(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
 
 
 _BY_NAME_PACKAGES = frozenset(("threadensemble", "builtins"))  # the library: not the model's
+_MODELS = "threadensemble.examples"
 
 
 def _installed_paths() -> tuple[str, ...]:
@@ -210,6 +211,8 @@ def _package(module_name: str) -> str | None:
     standard library and threadensemble (recorded, never compared).
     """
     top = module_name.partition(".")[0]
+    if module_name.startswith(_MODELS):  # the example models count as a model of the user's
+        return None
     if top in sys.stdlib_module_names or top in _BY_NAME_PACKAGES:
         return top
     module = sys.modules.get(module_name) or sys.modules.get(top)
