@@ -720,3 +720,14 @@ def test_the_example_models_count_by_their_code() -> None:
     spec = build_spec("etas")
     records = model_fingerprint({"simulate": spec.simulate}).paths.values()
     assert any(record.startswith("code ") for record in records)
+
+
+def test_a_strided_view_hashes_in_chunks_as_its_copy(monkeypatch: Any) -> None:
+    import threadensemble._identity as identity
+
+    monkeypatch.setattr(identity, "_CHUNK_BYTES", 64)  # many chunks of a small array
+    grid = np.arange(300.0).reshape(20, 15)
+    for view in (grid[:, ::2], np.asfortranarray(grid), grid.T[::3]):
+        copy = np.ascontiguousarray(view)
+        assert model_fingerprint({"a": view}).digest == model_fingerprint({"a": copy}).digest
+    assert model_fingerprint({"a": grid[:, ::2]}).digest != model_fingerprint({"a": grid}).digest
