@@ -4,6 +4,7 @@ same model resumes or extends, and every attempt of a realization draws the same
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import enum
 import fractions
@@ -14,11 +15,13 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -402,3 +405,329 @@ def test_standard_library_values_count_by_content() -> None:
         changed = model(**{name: other})
         assert changed["digest"] != same["digest"], name
         assert any(f"['{name}']" in d for d in differences(same, changed)), name
+
+
+# --- the code that runs, followed across the user's modules -------------------------------------
+
+RUN_MODEL = """
+import sys, threadensemble as te
+import {module}
+try:
+    te.simulate_ensemble({module}.simulate, 2, output_dir=sys.argv[1], seed=3, progress=False,
+                         n_workers=1)
+    print("accepted")
+except te.OutputDirError as error:
+    print(error)
+"""
+
+
+def run_in_process(
+    directory: Path, out: Path, module: str, *paths: Path, before_run: str = ""
+) -> str:
+    """Run ``module.simulate`` into ``out`` in a fresh interpreter; its printed outcome."""
+    source = str(Path(te.__file__).parents[1])
+    script = RUN_MODEL.replace("import sys,", f"{before_run}\nimport sys,", 1)
+    completed = subprocess.run(
+        [sys.executable, "-c", script.format(module=module), str(out)],
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([source, str(directory), *map(str, paths)]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return completed.stdout.strip()
+
+
+MODEL_SOURCE = """
+import threadensemble as te
+
+
+def simulate():
+    return {"x": te.get_rng().random(2) * 1.0}
+"""
+
+
+def test_the_code_that_runs_is_hashed_not_the_file_on_disk(tmp_path: Path) -> None:
+    """A file edited after its import (a notebook) runs the old code: the identity is that code;
+    comments and reformatting change nothing, a changed constant is a changed model."""
+    model = tmp_path / "model.py"
+    model.write_text(MODEL_SOURCE)
+    edit = f"import model, pathlib; pathlib.Path({str(model)!r}).write_text('# edited\\n')"
+    assert run_in_process(tmp_path, tmp_path / "out", "model", before_run=edit) == "accepted"
+    model.write_text(MODEL_SOURCE.replace("def simulate():", "def simulate():  # a comment\n"))
+    assert run_in_process(tmp_path, tmp_path / "out", "model") == "accepted"
+    model.write_text(MODEL_SOURCE.replace("* 1.0", "* 1000.0"))
+    assert "(simulate: code changed)" in run_in_process(tmp_path, tmp_path / "out", "model")
+
+
+def test_two_lambdas_on_one_line_are_two_models(tmp_path: Path) -> None:
+    first, second = (lambda s: {"x": s * te.get_rng().random(2)}), (lambda s: {"x": -s + 0 * s})
+    run(tmp_path, first)
+    refused(tmp_path, r"simulate: code changed", second)
+
+
+def test_code_of_another_interpreter_is_named_as_such() -> None:
+    there = model_fingerprint({"simulate": scaled}).record()
+    there["interpreter"] = "cpython-399"
+    there["roots"] = {"simulate": "0" * 64}
+    there["paths"] = {**there["paths"], "simulate.__code__": "code cpython-399 0123456789abcdef"}
+    found = differences(there, model_fingerprint({"simulate": scaled}).record())
+    assert found[0].startswith(
+        f"written by cpython-399, this is {sys.implementation.cache_tag}: the compiled code "
+        'cannot be compared; resume with the same interpreter, or pass run_id="..."'
+    )
+    assert not any("code changed" in f for f in found)
+
+
+def test_an_edited_helper_module_is_refused_naming_the_function(tmp_path: Path) -> None:
+    (tmp_path / "helpers.py").write_text("def growth(x):\n    return x * 1.0\n")
+    (tmp_path / "physics.py").write_text(
+        "import threadensemble as te\nimport helpers\nfrom helpers import growth\n\n\n"
+        "def simulate():\n    return {'x': growth(helpers.growth(te.get_rng().random(2)))}\n"
+    )
+    out = tmp_path / "out"
+    assert run_in_process(tmp_path, out, "physics") == "accepted"
+    (tmp_path / "helpers.py").write_text("def growth(x):\n    return x * 2.0\n")
+    assert "(helpers.growth: code changed)" in run_in_process(tmp_path, out, "physics")
+    (tmp_path / "helpers.py").write_text("def growth(x):\n    return x * 1.0  # as before\n")
+    assert run_in_process(tmp_path, out, "physics") == "accepted"
+
+
+def test_an_installed_package_counts_by_its_version(tmp_path: Path) -> None:
+    """Code reached in an installed package is recorded by its distribution's version."""
+    site = tmp_path / "site-packages"
+    (site / "fakepkg").mkdir(parents=True)
+    (site / "fakepkg" / "__init__.py").write_text("def scale(x):\n    return x\n")
+    info = site / "fakepkg-1.4.7.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.4.7\n")
+    (tmp_path / "uses_pkg.py").write_text(
+        "import threadensemble as te\nfrom fakepkg import scale\n\n\n"
+        "def simulate():\n    return {'x': scale(te.get_rng().random(2))}\n"
+    )
+    out = tmp_path / "out"
+    assert run_in_process(tmp_path, out, "uses_pkg", site) == "accepted"
+    info.rename(site / "fakepkg-1.4.8.dist-info")
+    (site / "fakepkg-1.4.8.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fakepkg\nVersion: 1.4.8\n"
+    )
+    assert "(fakepkg: 1.4.7 there, 1.4.8 here)" in run_in_process(tmp_path, out, "uses_pkg", site)
+
+
+k = 1  # a module-level name that is also an attribute name in `reads_cfg_k`
+
+
+def reads_cfg_k(cfg: argparse.Namespace) -> dict[str, Any]:
+    return {"x": cfg.k + te.get_rng().random(2)}
+
+
+def test_an_attribute_name_is_not_a_global(tmp_path: Path, monkeypatch: Any) -> None:
+    options = argparse.Namespace(k=1.0)
+    first = run(tmp_path, reads_cfg_k, args=(options,))
+    monkeypatch.setattr(sys.modules[__name__], "k", 2)
+    xr.testing.assert_identical(first, run(tmp_path, reads_cfg_k, args=(options,)))
+
+
+# --- classes, module-level values, content --------------------------------------------------
+
+
+class Physics:
+    drag = 0.1
+
+    def __init__(self) -> None:
+        self.n = 2
+
+    def helper(self) -> float:
+        return 1.0
+
+    @property
+    def gain(self) -> float:
+        return 1.0
+
+    @staticmethod
+    def offset() -> float:
+        return 0.0
+
+    def simulate(self) -> dict[str, Any]:
+        noise = te.get_rng().random(self.n)
+        return {"x": self.helper() * self.gain * noise + self.offset() + self.drag}
+
+
+def test_a_changed_class_is_refused_naming_what_changed(tmp_path: Path, monkeypatch: Any) -> None:
+    run(tmp_path, Physics().simulate, args=())
+    for name, value, shown in [
+        ("drag", 0.5, r"simulate.__self__.<class>.drag: 0.1 there, 0.5 here"),
+        ("helper", lambda self: 3.0, r"simulate.__self__.<class>.helper: code changed"),
+        ("gain", property(lambda self: 2.0), r"<class>.gain.fget: code changed"),
+        ("offset", staticmethod(lambda: 1.0), r"<class>.offset: code changed"),
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setattr(Physics, name, value)
+            refused(tmp_path, shown, Physics().simulate, args=())
+    run(tmp_path, Physics().simulate, args=())  # as before: accepted
+
+
+def test_same_named_classes_of_two_modules_differ() -> None:
+    made = []
+    for name, value in [("physics_v1", 1.0), ("physics_v2", 99.0)]:
+        module = types.ModuleType(name)
+        exec(f"class Model:\n    def step(self):\n        return {value}\n", module.__dict__)
+        made.append(model_fingerprint({"args[0]": module.Model()}).record())
+    assert made[0]["digest"] != made[1]["digest"]
+    assert "physics_v2.Model.step: code changed" in differences(*made)
+
+
+@dataclasses.dataclass
+class Settings:
+    k: float = 1.0
+
+
+SETTINGS = Settings()
+TABLE = {"k": 1.0}
+STEP = functools.partial(float, "1.0")
+VECTORIZED = np.vectorize(lambda v: v * 1.0)
+CLIMATE = pd.DataFrame({"t": [1.0, 2.0]})
+GRID = xr.Dataset({"h": ("x", [1.0, 2.0])})
+
+
+@functools.lru_cache
+def cached_table() -> float:
+    return 1.0
+
+
+def uses_module_values() -> dict[str, Any]:
+    total = SETTINGS.k + TABLE["k"] + STEP() + float(VECTORIZED(1.0)) + cached_table()
+    return {"x": total + CLIMATE["t"].sum() + float(GRID["h"].sum()) + te.get_rng().random(2)}
+
+
+def test_module_level_values_count_by_content(monkeypatch: Any) -> None:
+    before = model_fingerprint({"simulate": uses_module_values}).record()
+    here = sys.modules[__name__]
+    for name, value, shown in [
+        ("SETTINGS", Settings(2.0), "simulate.<global SETTINGS>.k: 1.0 there, 2.0 here"),
+        ("TABLE", {"k": 2.0}, "simulate.<global TABLE>: {'k': 1.0} there, {'k': 2.0} here"),
+        ("STEP", functools.partial(float, "2.0"), "simulate.<global STEP>.args"),
+        ("VECTORIZED", np.vectorize(lambda v: v * 8.0), "pyfunc: code changed"),
+        ("cached_table", functools.lru_cache(lambda: 50.0), "<global cached_table>.__wrapped__"),
+        ("CLIMATE", pd.DataFrame({"t": [1.0, 5.0]}), "simulate.<global CLIMATE>['t']"),
+        ("GRID", xr.Dataset({"h": ("x", [1.0, 5.0])}), "simulate.<global GRID>.variables"),
+    ]:
+        with monkeypatch.context() as patch:
+            patch.setattr(here, name, value)
+            after = model_fingerprint({"simulate": uses_module_values}).record()
+        assert after["digest"] != before["digest"], name
+        assert any(shown in d for d in differences(before, after)), (
+            name,
+            differences(before, after),
+        )
+    assert model_fingerprint({"simulate": uses_module_values}).record() == before
+
+
+def test_a_module_attribute_read_by_seed_for_counts(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "knobs.py").write_text("OFFSET = 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    namespace: dict[str, Any] = {}
+    exec("import knobs\n\ndef seed_for(k):\n    return k + knobs.OFFSET\n", namespace)
+    before = model_fingerprint({"seed_for": namespace["seed_for"]}).record()
+    monkeypatch.setattr(sys.modules["knobs"], "OFFSET", 100)
+    after = model_fingerprint({"seed_for": namespace["seed_for"]}).record()
+    assert differences(before, after) == ["seed_for.<global knobs.OFFSET>: 0 there, 100 here"]
+
+
+class Scaled(float):
+    scale: float
+
+
+class Site:
+    def __init__(self, name: str, lat: float) -> None:
+        self.name, self.lat = name, lat
+
+    def __repr__(self) -> str:
+        return f"Site({self.name!r})"
+
+
+def scaled_by(scale: float) -> Scaled:
+    value = Scaled(1.0)
+    value.scale = scale
+    return value
+
+
+def test_content_that_repr_or_dtype_str_hides_counts(tmp_path: Path) -> None:
+    (tmp_path / "data.bin").write_bytes(np.arange(4.0).tobytes())
+    fields = np.array([(1.0, 2.0)], dtype=[("a", "f8"), ("b", "f8")])
+    times = pd.date_range("2000", periods=2, freq="h", tz="UTC")
+    for first, second in [
+        (fields, fields.view([("b", "f8"), ("a", "f8")])),
+        (pd.Series([1.0, 2.0], index=[10, 20]), pd.Series([1.0, 2.0], index=[20, 10])),
+        (
+            pd.Series(pd.Categorical(["x", "y"], categories=["x", "y"])),
+            pd.Series(pd.Categorical(["x", "y"], categories=["y", "x"])),
+        ),
+        (
+            pd.Series([1.0, 2.0], index=times),
+            pd.Series([1.0, 2.0], index=times.tz_convert("Asia/Tokyo")),
+        ),
+        (scaled_by(1.0), scaled_by(10.0)),
+        ({Site("A", 10.0): 1.0}, {Site("A", 50.0): 1.0}),
+        ({Site("A", 10.0)}, {Site("A", 50.0)}),
+    ]:
+        there = model_fingerprint({"args[0]": first}).record()
+        here = model_fingerprint({"args[0]": second}).record()
+        assert there["digest"] != here["digest"], repr(first)
+    memmap = np.memmap(tmp_path / "data.bin", dtype="f8", mode="r")
+    assert (
+        model_fingerprint({"args[0]": memmap}).digest
+        == model_fingerprint({"args[0]": np.arange(4.0)}).digest
+    )
+
+
+KEYS_AND_SETS = """
+from threadensemble._identity import model_fingerprint
+class Cell:
+    def __init__(self, v):
+        self.v = v
+model = {
+    frozenset({"alpha", "beta", "gamma"}): 1.0,
+    ("u", frozenset({"x", "y", "z"})): {Cell(1.0), Cell(2.0), Cell(3.0)},
+    "names": {"rain", "wind", "sun", "hail", "snow"},
+}
+print(model_fingerprint({"args[0]": model}).digest)
+"""
+
+
+def test_sets_and_keys_count_by_content_not_hash_order_or_address() -> None:
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", KEYS_AND_SETS],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1
+
+
+def test_the_example_models_count_by_their_code() -> None:
+    """The library counts by name, its example models (a model like the user's) by content."""
+    from threadensemble._cli import build_spec
+
+    spec = build_spec("etas")
+    records = model_fingerprint({"simulate": spec.simulate}).paths.values()
+    assert any(record.startswith("code ") for record in records)
+
+
+def test_a_strided_view_hashes_in_chunks_as_its_copy(monkeypatch: Any) -> None:
+    import threadensemble._identity as identity
+
+    monkeypatch.setattr(identity, "_CHUNK_BYTES", 64)  # many chunks of a small array
+    grid = np.arange(300.0).reshape(20, 15)
+    for view in (grid[:, ::2], np.asfortranarray(grid), grid.T[::3]):
+        copy = np.ascontiguousarray(view)
+        assert model_fingerprint({"a": view}).digest == model_fingerprint({"a": copy}).digest
+    assert model_fingerprint({"a": grid[:, ::2]}).digest != model_fingerprint({"a": grid}).digest

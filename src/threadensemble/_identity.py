@@ -3,7 +3,7 @@
 `model_fingerprint` hashes ``simulate``, ``args``, ``kwargs``, ``state``, ``seed_for`` and
 ``warmup`` by content, so that a re-run into an ensemble directory is accepted only when it would
 compute the same realizations.  It walks the object graph with `threadensemble._shared.children`
-(plus what only identity needs: a function's code, defaults and referenced module constants, a
+(plus what only identity needs: a function's code and the globals it loads, a class's content, a
 bound method's function and object, the elements of object arrays, xarray variables and attrs,
 and ``__reduce_ex__`` for extension objects) and builds a Merkle tree: every node's digest covers
 its own content and its children's digests, so a shared object hashes the same wherever it is
@@ -14,18 +14,27 @@ What is hashed, and how:
 
 * numpy arrays: dtype, shape and the raw buffer (so NaN, NaT and datetime64 values by their
   bytes) with SHA-256, which hashlib computes without the GIL for large buffers; it was the
-  fastest hashlib digest measured here (2.1 GB/s with SHA extensions, blake2b 1.2, md5 0.9).
+  fastest hashlib digest measured here (2.1 GB/s with SHA extensions, blake2b 1.2, md5 0.9);
+  a strided view is copied in chunks, a structured dtype by its fields, a memmap as an array.
   Object-dtype arrays element by element.
-* functions: their source text when ``inspect`` can find it (stable across Python versions and
-  line moves; else the bytecode), names, constants and nested code, defaults, closure contents,
-  and the module-level *constants* they name (numbers, strings, tuples, arrays) and module-level
-  functions of their own module (recursively).  Modules, classes, functions of other modules
-  (numpy, say) and mutable module-level containers count by name only: they are not the model's
-  data.  A callable instance also counts its class's ``__call__``.
-* everything else: scalars by ``repr``, containers by items (a list, tuple or dict of scalars
-  only by its ``repr``, computed in C; small ones of scalars and finished objects without a
-  stack frame), objects by ``__dict__`` and ``__slots__``, extension objects by what
-  ``__reduce_ex__`` returns.  Sets are ordered by ``repr`` (as `children` does).
+* code: its compiled content (bytecode, constants with nested code, the names it uses, the
+  argument layout), tagged with ``sys.implementation.cache_tag``; never line numbers, file names
+  or the source on disk (a module edited after its import runs its old code).
+* functions of the user's own code (any module outside the standard library, site-packages and
+  dist-packages): code, defaults, closure contents, and every global their instructions load
+  (``LOAD_GLOBAL``/``LOAD_NAME``, not ``co_names``, which also holds attribute names), by
+  content whatever its type, with module attribute chains (``helpers.growth``) followed through
+  the user's modules.  Functions, classes and modules of installed packages count by their
+  distribution's version (``numpy 1.26.4``); of the standard library and threadensemble by name.
+* classes of the user's code: module, qualname, bases, and their own ``__dict__`` (functions,
+  static and class methods, properties, data); an instance counts its class too.
+* everything else: scalars by ``repr`` (a subclass by type, value and attributes), containers
+  by items (a list, tuple or dict of scalars only by its ``repr``, computed in C; small ones of
+  scalars and finished objects without a stack frame), dict keys that are not scalars by
+  content, sets by their elements' digests sorted (never hash order or ``repr``), objects by
+  ``__dict__`` and ``__slots__``, pandas objects with their index, name, categories and dtype,
+  extension objects by what ``__reduce_ex__`` returns.  A dict's insertion order is content:
+  iterating it in another order can change the numbers.
 * contentless by decision: locks, events, conditions, semaphores, barriers, ``threading.local``
   and loggers/handlers (synchronisation and logging do not determine the numbers).
 
@@ -35,10 +44,14 @@ listed in `Fingerprint.opaque`, never skipped silently: the caller then asks for
 
 from __future__ import annotations
 
+import dis
 import functools
 import hashlib
-import inspect
+import importlib.metadata
 import logging
+import os
+import sys
+import sysconfig
 import threading
 import types
 import weakref
@@ -47,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd  # an xarray dependency (no stubs: see pyproject)
 import xarray as xr
 
 from ._shared import children
@@ -69,6 +83,7 @@ _CONTENTLESS = (
     logging.Handler,
 )
 _PLAIN = frozenset(_ATOMS)  # exact types, for the quick paths of containers
+_ARRAYS = frozenset((np.ndarray, np.memmap))  # hashed as leaves (a memmap's file is no content)
 _QUICK_CONTAINERS = frozenset((list, tuple, dict))
 _QUICK_SIZE = 256
 _SPECIAL = (
@@ -76,7 +91,6 @@ _SPECIAL = (
     np.generic, Mapping, list, tuple, set, frozenset, types.FunctionType, types.MethodType,
     types.CodeType, weakref.ref, xr.Dataset, xr.DataArray, xr.Variable,
 )  # fmt: skip
-_CONSTANT_GLOBALS = (*_ATOMS, np.generic, np.ndarray, tuple, frozenset)
 
 
 @dataclass
@@ -96,7 +110,12 @@ class Fingerprint:
 
     def record(self) -> dict[str, Any]:
         """Return what the manifest keeps (JSON-ready)."""
-        return {"digest": self.digest, "roots": self.roots, "paths": self.paths}
+        return {
+            "digest": self.digest,
+            "interpreter": INTERPRETER,
+            "roots": self.roots,
+            "paths": self.paths,
+        }
 
 
 def _sha(data: bytes | memoryview) -> str:
@@ -112,52 +131,174 @@ def _qualname(obj: Any) -> str:
     return f"{module}:{getattr(obj, '__qualname__', None) or type(obj).__qualname__}"
 
 
-def _code_names(code: types.CodeType) -> Iterator[str]:
-    yield from code.co_names
+INTERPRETER = sys.implementation.cache_tag  # bytecode differs between interpreters
+_GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME"))
+_ATTRIBUTE_LOADS = frozenset(("LOAD_ATTR", "LOAD_METHOD"))
+
+
+def _constant(value: Any) -> str:
+    """Return a code constant's content (nested code by its content; sets sorted: no salt)."""
+    if isinstance(value, types.CodeType):
+        return _code_content(value)
+    if isinstance(value, frozenset):
+        return f"frozenset({sorted(map(_constant, value))})"
+    if isinstance(value, tuple):
+        return f"({', '.join(map(_constant, value))},)"
+    return repr(value)
+
+
+@functools.lru_cache(maxsize=4096)  # thread-safe; code objects compare by content
+def _code_content(code: types.CodeType) -> str:
+    """Return the digest of what ``code`` computes: its bytecode, constants and the names it uses.
+
+    Not its line numbers, file name or source text: comments and reformatting do not count,
+    while the code that runs does (a file edited after its import, two lambdas on one line).
+    """
+    signature = (code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags)
+    content = repr((
+        code.co_code.hex(), signature, code.co_names, code.co_varnames, code.co_freevars,
+        code.co_cellvars, [_constant(c) for c in code.co_consts],
+    ))  # fmt: skip
+    return _sha(content.encode())[:32]
+
+
+@functools.lru_cache(maxsize=4096)
+def _global_loads(code: types.CodeType) -> tuple[tuple[str, ...], ...]:
+    """Return the global names ``code`` and its nested code load, with their attribute chains.
+
+    ``helpers.growth`` is ``("helpers", "growth")``.  Read from the instructions:
+    ``co_names`` also holds attribute names (``cfg.k`` is no global ``k``).
+    """
+    found: dict[tuple[str, ...], None] = {}
+    chain: list[str] = []
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in _GLOBAL_LOADS:
+            if chain:
+                found[tuple(chain)] = None
+            chain = [str(instruction.argval)]
+        elif chain and instruction.opname in _ATTRIBUTE_LOADS:
+            chain.append(str(instruction.argval))
+        elif chain:
+            found[tuple(chain)] = None
+            chain = []
+    if chain:
+        found[tuple(chain)] = None
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _code_names(const)
+            found.update(dict.fromkeys(_global_loads(const)))
+    return tuple(found)
 
 
-def _code_content(code: types.CodeType) -> str:
-    """Return what identifies ``code``: its source text, or its bytecode without a source.
+_BY_NAME_PACKAGES = frozenset(("threadensemble", "builtins"))  # the library: not the model's
+_MODELS = "threadensemble.examples"
 
-    The source is the same on every Python version, which compile it to different bytecode.
+
+def _installed_paths() -> tuple[str, ...]:
+    paths = {sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(os.path.join(p, "") for p in paths if p)
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> Mapping[str, list[str]]:
+    return importlib.metadata.packages_distributions()  # scans the installed ones: once
+
+
+@functools.lru_cache(maxsize=4096)
+def _package(module_name: str) -> str | None:
+    """Return None for the user's own code (hashed by content), else what it is recorded by.
+
+    That is ``"numpy 1.26.4"`` for an installed distribution, the top-level module name for the
+    standard library and threadensemble (recorded, never compared).
     """
-    n_args = code.co_argcount + code.co_kwonlyargcount
+    top = module_name.partition(".")[0]
+    if module_name.startswith(_MODELS):  # the example models count as a model of the user's
+        return None
+    if top in sys.stdlib_module_names or top in _BY_NAME_PACKAGES:
+        return top
+    module = sys.modules.get(module_name) or sys.modules.get(top)
+    where = getattr(module, "__file__", None)
+    if not isinstance(where, str):  # made by exec, or a namespace package: the user's
+        return None
+    where = os.path.realpath(where)
+    parts = where.split(os.sep)
+    installed = "site-packages" in parts or "dist-packages" in parts
+    if not installed and not where.startswith(_installed_paths()):
+        return None
     try:
-        text = inspect.getsource(code)
-    except (OSError, TypeError):  # defined in a REPL or by exec
-        consts = [
-            _code_content(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts
-        ]
-        return repr((code.co_code.hex(), code.co_names, code.co_varnames, consts))
-    return repr((text, code.co_qualname, code.co_varnames[:n_args]))
+        return f"{top} {importlib.metadata.version(_distributions().get(top, [top])[0])}"
+    except importlib.metadata.PackageNotFoundError:
+        return f"{top} {getattr(sys.modules.get(top), '__version__', '(version unknown)')}"
+
+
+def _module_of(obj: Any) -> str:
+    module = getattr(obj, "__module__", None)
+    return module if isinstance(module, str) else "?"
+
+
+def _user_class(cls: type) -> bool:
+    return bool(cls.__flags__ & _HEAP_TYPE) and _package(_module_of(cls)) is None
+
+
+_CHUNK_BYTES = 1 << 24  # a strided array is copied and hashed this much at a time
+
+
+def _dtype_text(dtype: np.dtype[Any]) -> str:
+    """Return a dtype's content (``dtype.str`` loses a structured dtype's field names)."""
+    return dtype.str if dtype.fields is None and dtype.subdtype is None else repr(dtype)
+
+
+def _buffer_digest(array: np.ndarray) -> str:
+    """SHA-256 of the array's bytes in C order (a strided view is copied in chunks)."""
+    if array.flags.c_contiguous:
+        return _sha(array.reshape(-1).view(np.uint8).data)
+    hasher = hashlib.sha256()
+    rows = array.reshape(array.shape[0], -1) if array.ndim > 1 else array
+    step = max(1, _CHUNK_BYTES // max(1, rows[:1].nbytes))
+    for start in range(0, rows.shape[0], step):
+        chunk = np.ascontiguousarray(rows[start : start + step])
+        hasher.update(chunk.reshape(-1).view(np.uint8).data)
+    return hasher.hexdigest()
 
 
 def _array_token(array: np.ndarray) -> str:
-    head = f"array{array.shape} {array.dtype.str}"
+    head = f"array{array.shape} {_dtype_text(array.dtype)}"
     if array.dtype.hasobject:
         return head  # its elements are the node's children
-    buffer = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     shown = f" {np.array2string(array, threshold=6)}" if array.size <= 6 else ""
-    return f"{head} {_sha(buffer.data)[:16]}{shown}"
+    return f"{head} {_buffer_digest(np.asarray(array))[:16]}{shown}"
+
+
+def _by_package(obj: Any, kind: str) -> str:
+    """Name a module, class or function not of the user's code, with its package's version."""
+    module = obj.__name__ if isinstance(obj, types.ModuleType) else _module_of(obj)
+    package = _package(module)
+    where = module if isinstance(obj, types.ModuleType) else _qualname(obj)
+    if package is None or " " not in package:
+        return f"{kind} {where}"
+    return f"package {package} {kind} {where}"
 
 
 def _token(obj: Any) -> str | None:
     """Return a node's own content, or None when it cannot be read."""
     if isinstance(obj, _ATOMS):
-        return repr(obj)
+        text = repr(obj) if type(obj) in _PLAIN else repr(_atom_base(obj))
+        return text if type(obj) in _PLAIN else f"{_qualname(type(obj))} {text}"
     if isinstance(obj, np.generic):
-        return (
-            f"{obj!r} {obj.dtype.str} {_sha(np.asarray(obj).reshape(-1).view(np.uint8).data)[:16]}"
-        )
+        data = np.asarray(obj).reshape(-1).view(np.uint8).data
+        return f"{obj!r} {_dtype_text(obj.dtype)} {_sha(data)[:16]}"
     if isinstance(obj, np.ndarray):
         return _array_token(obj)
     if isinstance(obj, types.CodeType):
-        return f"code {_sha(_code_content(obj).encode())[:16]}"
+        return f"code {INTERPRETER} {_code_content(obj)[:16]}"
     if isinstance(obj, np.random.Generator):
         return f"Generator {_sha(repr(obj.bit_generator.state).encode())[:16]}"
+    if isinstance(obj, type):
+        if _user_class(obj):
+            bases = ", ".join(_qualname(base) for base in obj.__bases__)
+            return f"class {_qualname(obj)}({bases})"
+        return _by_package(obj, "class")
+    if isinstance(obj, types.ModuleType):
+        return _by_package(obj, "module")
     if isinstance(obj, _BY_NAME):
         return f"{type(obj).__name__} {_qualname(obj)}"
     if isinstance(obj, _CONTENTLESS):
@@ -166,13 +307,23 @@ def _token(obj: Any) -> str | None:
         return "weakref"
     if isinstance(obj, Mapping | list | tuple | set | frozenset):
         return f"{type(obj).__qualname__} of {len(obj)}"
-    if isinstance(obj, types.FunctionType | types.MethodType | functools.partial):
+    if isinstance(obj, types.FunctionType):
+        return _by_package(obj, "function")
+    if isinstance(obj, types.MethodType | functools.partial):
         return f"{type(obj).__name__} {_qualname(obj)}"
     if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable):
         return f"{type(obj).__name__}{tuple(obj.dims)}"
+    if isinstance(obj, pd.Series | pd.Index):
+        return f"{type(obj).__name__} {obj.dtype!r}"
     if isinstance(obj, _Unreadable):
         return None
     return type(obj).__qualname__
+
+
+def _atom_base(obj: Any) -> Any:
+    """Return a subclassed scalar as its base type (a float subclass's repr may hide it)."""
+    base: Any = next(b for b in type(obj).__mro__ if b in _PLAIN)
+    return base(obj)
 
 
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set for classes made at run time (class statements)
@@ -212,19 +363,64 @@ def _reduced(obj: Any) -> tuple[Any, ...] | None:
 
 
 def _function_extras(func: types.FunctionType) -> Iterator[tuple[str, Any]]:
+    """Yield a function's code and the globals it loads, whatever their type.
+
+    Module attribute chains are followed through the user's modules (``helpers.growth``).
+    """
+    if _package(_module_of(func)) is not None:  # by its package's version (see `_token`)
+        return
     yield ".__code__", func.__code__
-    if func.__defaults__:
-        yield ".__defaults__", func.__defaults__
-    if func.__kwdefaults__:
-        yield ".__kwdefaults__", func.__kwdefaults__
     module_globals = func.__globals__
-    for name in dict.fromkeys(_code_names(func.__code__)):
-        if name not in module_globals:
+    for chain in _global_loads(func.__code__):
+        if chain[0] not in module_globals:  # a builtin
             continue
-        value = module_globals[name]
-        own_function = isinstance(value, types.FunctionType) and value.__module__ == func.__module__
-        if own_function or isinstance(value, _CONSTANT_GLOBALS):
-            yield f".<global {name}>", value
+        value, used = module_globals[chain[0]], 1
+        for attribute in chain[1:]:
+            if not isinstance(value, types.ModuleType) or _package(value.__name__) is not None:
+                break
+            try:
+                value, used = getattr(value, attribute), used + 1
+            except AttributeError:
+                break
+        yield f".<global {'.'.join(chain[:used])}>", value
+
+
+# Not content: names, docs, line numbers, and what dataclass, enum and abc derive from the rest.
+_CLASS_SKIPPED = frozenset((
+    "__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__slots__",
+    "__annotations__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
+    "__orig_bases__", "__parameters__", "__abstractmethods__", "_abc_impl",
+    "__static_attributes__", "__firstlineno__",
+))  # fmt: skip
+_DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
+
+
+def _class_children(cls: type) -> Iterator[tuple[str, Any]]:
+    """Yield a user class's own content: its user-code bases and what its ``__dict__`` holds."""
+    for i, base in enumerate(cls.__bases__):
+        if _user_class(base):
+            yield f".__bases__[{i}]", base
+    for name, value in list(vars(cls).items()):
+        if name in _CLASS_SKIPPED or isinstance(value, _DESCRIPTORS):
+            continue
+        if isinstance(value, staticmethod | classmethod):
+            yield f".{name}", value.__func__
+        elif isinstance(value, property):
+            for part in ("fget", "fset", "fdel"):
+                if getattr(value, part) is not None:
+                    yield f".{name}.{part}", getattr(value, part)
+        else:
+            yield f".{name}", value
+
+
+def _pandas_children(obj: pd.Series | pd.Index) -> Iterator[tuple[str, Any]]:
+    """Yield what `children` leaves out of a Series or Index: index, name, categories, codes."""
+    if isinstance(obj, pd.Series):
+        yield ".index", obj.index
+    yield ".name", obj.name
+    if isinstance(obj.dtype, pd.CategoricalDtype):
+        yield ".cat.categories", obj.dtype.categories
+        yield ".cat.codes", np.asarray(obj.array.codes if isinstance(obj, pd.Series) else obj.codes)
 
 
 def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -234,6 +430,9 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
     elif isinstance(obj, types.MethodType):
         yield ".__func__", obj.__func__
         yield ".__self__", obj.__self__
+    elif isinstance(obj, type):
+        if _user_class(obj):
+            yield from _class_children(obj)
     elif isinstance(obj, np.ndarray):
         if obj.dtype.hasobject:
             for i, value in enumerate(obj.flat):
@@ -254,10 +453,12 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
         yield ".attrs", obj.attrs
     elif isinstance(obj, weakref.ref):
         yield ".<referent>", obj()
-    elif _is_plain_object(obj):
-        call = vars(type(obj)).get("__call__") if callable(obj) else None
-        if isinstance(call, types.FunctionType):
-            yield ".<class __call__>", call
+    elif isinstance(obj, pd.Series | pd.Index):
+        yield from _pandas_children(obj)
+    elif isinstance(obj, _ATOMS) and isinstance(getattr(obj, "__dict__", None), dict):
+        yield from ((f".{k}", v) for k, v in vars(obj).items())
+    if not isinstance(obj, type) and _user_class(type(obj)):
+        yield ".<class>", type(obj)
 
 
 class _Unreadable:
@@ -278,7 +479,15 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, _CONTENTLESS):
         return
     yield from _extras(obj)
-    if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable | types.MethodType):
+    if isinstance(obj, xr.Dataset | xr.DataArray | xr.Variable | types.MethodType | type):
+        return
+    if isinstance(obj, Mapping):  # keys by content: a key's repr may not show it (nor be stable)
+        for i, (key, value) in enumerate(list(obj.items())):
+            if type(key) in _PLAIN:
+                yield f"[{key!r}]", value
+            else:
+                yield f".<key {i}>", key
+                yield f"[<key {i}>]", value
         return
     found = False
     for item in children(obj):
@@ -360,7 +569,7 @@ class _Walk:
     def _enter(self, parent: _Frame | None, suffix: str, obj: Any, depth: int) -> str | _Frame:
         """Return the digest of a node known at once, or the frame of one to expand."""
         key = id(obj)
-        if isinstance(obj, _ATOMS):
+        if type(obj) in _PLAIN:
             token = repr(obj)
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
@@ -368,7 +577,7 @@ class _Walk:
             _, digest, record = self.done[key]
             self._note(depth, parent, suffix, record)
             return digest
-        if (type(obj) is np.ndarray and not obj.dtype.hasobject) or isinstance(obj, np.generic):
+        if (type(obj) in _ARRAYS and not obj.dtype.hasobject) or isinstance(obj, np.generic):
             leaf = _token(obj)
             assert leaf is not None
             digest = "d" + _sha(leaf.encode())
@@ -395,7 +604,30 @@ class _Walk:
             content = f"unreadable {obj.type_name}"
         frame = _Frame(parent, suffix, obj, depth, content)
         self.active[key] = frame
+        if isinstance(obj, set | frozenset):
+            return self._set(frame)
         return frame
+
+    def _set(self, frame: _Frame) -> str:
+        """Hash a set by its elements' digests, sorted: not by hash order nor ``repr``.
+
+        Its elements are recorded as ``[*]`` (their order is not content).
+        """
+        found = sorted(self._subtree(frame, "[*]", e, frame.depth + 1) for e in list(frame.obj))
+        for digest in found:
+            frame.hasher.update(f"[*]\0{digest}\0".encode())
+        frame.wide = bool(found)
+        return self._finish(frame)
+
+    def _finish(self, frame: _Frame) -> str:
+        """Return the digest of a frame whose children are all hashed, and record it."""
+        digest = "d" + frame.hasher.hexdigest()
+        del self.active[id(frame.obj)]
+        shown = _show(frame.token)
+        record = f"{shown} {digest[1:17]}" if frame.wide else shown
+        self.done[id(frame.obj)] = (frame.obj, digest, record)
+        self._note(frame.depth, frame.parent, frame.suffix, record)
+        return digest
 
     def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> tuple[str, str] | None:
         """Hash a list, tuple or dict of scalars (or tuples of them) by its ``repr``, in C."""
@@ -418,7 +650,9 @@ class _Walk:
         deep).  The digest is the one the frame would compute; None when an element needs its
         own (or the container is large: its elements are then recorded one by one).
         """
-        if len(obj) > _QUICK_SIZE:
+        if len(obj) > _QUICK_SIZE or (
+            type(obj) is dict and not all(type(k) in _PLAIN for k in obj)
+        ):
             return None
         parts = [token]
         plain = True  # only scalars, at any level: the record shows the value itself
@@ -447,8 +681,12 @@ class _Walk:
         return digest, shown, plain
 
     def digest(self, name: str, obj: Any) -> str:
-        """Return the Merkle digest of ``obj``, the root ``name`` (iterative: no recursion)."""
-        first = self._enter(None, name, obj, 0)
+        """Return the Merkle digest of ``obj``, the root ``name``."""
+        return self._subtree(None, name, obj, 0)
+
+    def _subtree(self, parent: _Frame | None, suffix: str, obj: Any, depth: int) -> str:
+        """Return the Merkle digest of ``obj`` (iterative, on an explicit stack)."""
+        first = self._enter(parent, suffix, obj, depth)
         if isinstance(first, str):
             return first
         stack = [first]
@@ -456,21 +694,16 @@ class _Walk:
             top = stack[-1]
             step = next(top.children, None)
             if step is not None:
-                suffix, child = step
-                found = self._enter(top, suffix, child, top.depth + 1)
+                child_suffix, child = step
+                found = self._enter(top, child_suffix, child, top.depth + 1)
                 if isinstance(found, str):
-                    top.hasher.update(f"{suffix}\0{found}\0".encode())
+                    top.hasher.update(f"{child_suffix}\0{found}\0".encode())
                     top.wide = True
                 else:
                     stack.append(found)
                 continue
             stack.pop()
-            digest = "d" + top.hasher.hexdigest()
-            del self.active[id(top.obj)]
-            shown = _show(top.token)
-            record = f"{shown} {digest[1:17]}" if top.wide else shown
-            self.done[id(top.obj)] = (top.obj, digest, record)
-            self._note(top.depth, top.parent, top.suffix, record)
+            digest = self._finish(top)
             if not stack:
                 return digest
             stack[-1].hasher.update(f"{top.suffix}\0{digest}\0".encode())
@@ -500,15 +733,54 @@ def _under(path: str, ancestor: str) -> bool:
     return path.startswith(ancestor) and path[len(ancestor) : len(ancestor) + 1] in (".", "[")
 
 
+def _function_name(record: str | None) -> str | None:
+    """Return ``helpers.growth`` from a function's record ``function helpers:growth <digest>``."""
+    if record is None or not record.startswith("function "):
+        return None
+    name = record.split(" ")[1]
+    return None if "<" in name or name.endswith("...") else name.replace(":", ".")
+
+
+def _package_change(old: str | None, new: str | None) -> str | None:
+    """Return ``varwg: 1.4.7 there, 1.4.8 here`` for two records of another package version."""
+    if not (old or "").startswith("package ") or not (new or "").startswith("package "):
+        return None
+    old_name, old_version = (old or "").split(" ")[1:3]
+    new_name, new_version = (new or "").split(" ")[1:3]
+    if old_name != new_name or old_version == new_version:
+        return None
+    return f"{old_name}: {old_version} there, {new_version} here"
+
+
+def _path_change(p: str, old: str | None, new: str | None, paths: Mapping[str, str]) -> str:
+    if (old or "").startswith("code ") and (new or "").startswith("code "):
+        function = p.removesuffix(".__code__")
+        name = _function_name(paths.get(function))
+        is_root = "." not in function and "[" not in function
+        return f"{name if name and not is_root else function}: code changed"
+    name = _function_name(old)
+    if name is not None and name == _function_name(new):  # a function reached again
+        return f"{name}: code changed"
+    return _package_change(old, new) or f"{p}: {old or '(absent)'} there, {new or '(absent)'} here"
+
+
 def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """Name what differs between two `Fingerprint.record`s: ``args[0]: 1.0 there, 2.0 here``.
 
     Only the deepest differing recorded paths are named; a root whose difference lies below the
-    recorded paths is named as a whole.
+    recorded paths is named as a whole.  Code compiled by another interpreter cannot be
+    compared: that is said instead of "code changed".
     """
     old_roots, new_roots = there.get("roots", {}), here.get("roots", {})
     old_paths, new_paths = there.get("paths", {}), here.get("paths", {})
     found: list[str] = []
+    old_tag, new_tag = there.get("interpreter"), here.get("interpreter")
+    if old_tag != new_tag:
+        found.append(
+            f"written by {old_tag or 'an older threadensemble'}, this is {new_tag}: the compiled "
+            'code cannot be compared; resume with the same interpreter, or pass run_id="..." '
+            "to name the model's version yourself"
+        )
     for root in [*old_roots, *(r for r in new_roots if r not in old_roots)]:
         if old_roots.get(root) == new_roots.get(root):
             continue
@@ -524,10 +796,9 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
         deepest = [p for p in differing if not any(_under(q, p) for q in differing)]
         for p in deepest:
             old, new = old_paths.get(p), new_paths.get(p)
-            if (old or "").startswith("code ") and (new or "").startswith("code "):
-                found.append(f"{p.removesuffix('.__code__')}: code changed")
-            else:
-                found.append(f"{p}: {old or '(absent)'} there, {new or '(absent)'} here")
+            if old_tag != new_tag and (old or "").startswith("code "):
+                continue  # said once above
+            found.append(_path_change(p, old, new, new_paths))
         if not deepest:
             found.append(f"{root}: contents differ (below the recorded paths)")
-    return found
+    return list(dict.fromkeys(found))
