@@ -59,20 +59,23 @@ def test_copy_state_names_the_type_and_the_cause() -> None:
 def test_lazy_copies_are_made_per_thread_on_first_get() -> None:
     master = {"buffer": [0]}
     per_thread = PerThreadState(master, lazy=True)
-    seen: dict[int, list[int]] = {}
+    seen: dict[int, list[Any]] = {}
+    together = threading.Barrier(4)  # every thread holds its copy while the others make theirs
 
     def worker(i: int) -> None:
         first = per_thread.get()
         first["buffer"].append(i)
-        seen[i] = [id(first), id(per_thread.get())]
+        together.wait()
+        seen[i] = [first, per_thread.get()]  # the copies themselves: their ids stay unique
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert all(a == b for a, b in seen.values()), "one copy per thread, kept"
-    assert len({a for a, _ in seen.values()}) == 4
+    assert all(a is b for a, b in seen.values()), "one copy per thread, kept"
+    assert len({id(a) for a, _ in seen.values()}) == 4
+    assert sorted(a["buffer"][1] for a, _ in seen.values()) == [0, 1, 2, 3]
     assert master == {"buffer": [0]}
 
 

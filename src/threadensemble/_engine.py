@@ -112,12 +112,15 @@ def simulate_ensemble(
     output_dir : str or path-like, optional
         Write realization ``k`` to ``output_dir/real_0000k.nc`` (atomically) and a manifest.
         Realizations already there from the same run identity are not computed again.  The
-        identity is a content fingerprint of ``simulate`` (code, closure, defaults, module
-        constants), ``args``, ``kwargs``, ``state``, ``seed_for`` and ``warmup``, plus the seed,
-        ``inject`` and ``ragged``; a directory of another identity is refused before anything
-        is computed, naming what changed (``args[0]: 1.0 there, 1000.0 here``).  The library
-        version is recorded, not compared.  Without it, results are kept in memory (and no
-        fingerprint is computed).
+        identity is a content fingerprint of ``simulate`` (its compiled code, closure and
+        defaults, and the functions, classes and module-level values of your own modules that
+        it uses; installed packages by version), ``args``, ``kwargs``, ``state``, ``seed_for``
+        and ``warmup``, plus the seed, ``inject`` and ``ragged``; a directory of another
+        identity is refused before anything is computed, naming what changed (``args[0]: 1.0
+        there, 1000.0 here``).  Before it resumes, a run also recomputes the lowest realization
+        there and compares it bitwise with its file (a change the fingerprint cannot see is
+        refused too).  The library version is recorded, not compared.  Without it, results are
+        kept in memory (and no fingerprint is computed).
     overwrite : bool, default False
         Replace the realization files and manifest of another run in ``output_dir`` (files
         that are not threadensemble's are never touched).
