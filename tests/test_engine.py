@@ -249,9 +249,13 @@ def test_fail_fast_stops_submitting() -> None:
             raise RuntimeError("broken model")
         return {"x": np.zeros(1)}
 
-    with pytest.raises(te.EnsembleError, match="realization 0 failed"):
+    with pytest.raises(te.EnsembleError, match="realization 0 failed") as info:
         te.simulate_ensemble(first_fails, 200, n_workers=2, fail_fast=True, progress=False)
     assert len(started) < 200
+    error = info.value
+    assert sorted([*error.failures, *error.completed, *error.not_run]) == list(range(200))
+    assert set(error.not_run).isdisjoint(started)  # never started, as the message says
+    assert f"{len(error.not_run)} realizations not run (fail_fast)" in str(error)
 
 
 def test_retries_recover_transient_failures(walk_kwargs: dict[str, Any]) -> None:

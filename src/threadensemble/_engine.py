@@ -205,7 +205,8 @@ def simulate_ensemble(
         raised before anything is computed or removed.
     EnsembleError
         Some realizations failed; it lists each with its exception and traceback.  All the
-        others were completed (and written, with ``output_dir``).  A realization whose
+        others were completed (and written, with ``output_dir``), except, with ``fail_fast``,
+        those not started after the first failure (its ``not_run``).  A realization whose
         layout (variables, dims, shapes, dtypes, coordinate values) differs from the first
         accepted one, recorded in the manifest, is a failed realization.  So is one whose
         ``simulate`` raised ``SystemExit`` (or any other exception but KeyboardInterrupt,
@@ -374,7 +375,7 @@ class _Run:
         backend.shutdown((), cancel=False)
         if self.failures:
             self.finish(stacklevel=3)
-            raise EnsembleError(self.failures, sorted(self.completed)) from next(
+            raise EnsembleError(self.failures, sorted(self.completed), list(todo)) from next(
                 iter(self.failures.values())
             )
 

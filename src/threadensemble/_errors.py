@@ -22,7 +22,11 @@ __all__ = [
 
 
 class EnsembleError(RuntimeError):
-    """One or more realizations failed; every other realization was still computed and kept.
+    """One or more realizations failed; the others were computed and kept, unless fail_fast.
+
+    Every realization that did not fail was computed and kept (written to disk when there is an
+    output_dir), except, with ``fail_fast=True``, those the run did not start after the first
+    failure: they are listed in ``not_run`` (a re-run with the same output_dir computes them).
 
     Attributes
     ----------
@@ -30,16 +34,29 @@ class EnsembleError(RuntimeError):
         Failed realization index to the exception it raised (the last one, after retries).
     completed : list of int
         Realizations that succeeded in this call (written to disk when there is an output_dir).
+    not_run : list of int
+        Realizations this call was to compute but did not start (``fail_fast``).
     """
 
-    def __init__(self, failures: Mapping[int, BaseException], completed: list[int]) -> None:
+    def __init__(
+        self,
+        failures: Mapping[int, BaseException],
+        completed: list[int],
+        not_run: list[int] | None = None,
+    ) -> None:
         self.failures = dict(sorted(failures.items()))
         self.completed = completed
+        self.not_run = sorted(not_run or [])
         lines = [f"realization {k}: {type(e).__name__}: {e}" for k, e in self.failures.items()]
         if len(lines) == 1:
             message = lines[0].replace(":", " failed:", 1)
         else:
             message = f"{len(lines)} realizations failed:\n  " + "\n  ".join(lines)
+        if self.not_run:
+            shown = ", ".join(map(str, self.not_run[:10])) + (
+                ", ..." if len(self.not_run) > 10 else ""
+            )
+            message += f"\n{len(self.not_run)} realizations not run (fail_fast): {shown}"
         super().__init__(message)
         for k, exc in list(self.failures.items())[:_MAX_TRACEBACKS]:
             formatted = "".join(traceback.format_exception(exc)).rstrip()
