@@ -173,3 +173,40 @@ def test_info_says_how_the_last_run_stopped(tmp_path: Path) -> None:
 
 def _draw() -> dict[str, Any]:
     return {"x": te.get_rng().random(2)}
+
+
+LAZY_MODEL = """
+import numpy as np
+import threadensemble as te
+
+
+class Lazy:
+    def __init__(self):
+        self.table = None  # filled on first use, with random numbers: a warm-up is needed
+
+
+def simulate(*, state):
+    if state.table is None:
+        state.table = te.get_rng().random(3)
+    return {"x": state.table + te.get_rng().random(3)}
+
+
+def build(warmup=True):
+    return te.ModelSpec(simulate, state=Lazy(), inject="state", warmup=warmup)
+"""
+
+
+def test_run_warms_up_a_model_whose_spec_says_so(tmp_path: Path) -> None:
+    (tmp_path / "lazymodel.py").write_text(LAZY_MODEL)
+    for jobs in ("1", "3"):
+        result = cli("run", "lazymodel:build", "-n", "6", "-j", jobs, "-o", f"out{jobs}", "-q",
+                     cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    one, three = (te.open_ensemble(tmp_path / f"out{j}") for j in ("1", "3"))
+    xr.testing.assert_identical(one, three)  # the lazy table is made once, before the copies
+    checked = cli("check", "lazymodel:build", "--sample", "4", "-j", "2", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout
+    unwarmed = cli("check", "lazymodel:build", "-p", "warmup=False", "--sample", "4", "-j", "2",
+                   cwd=tmp_path)  # fmt: skip
+    assert unwarmed.returncode == 1
+    assert "warmup" in unwarmed.stdout

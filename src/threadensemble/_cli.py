@@ -129,6 +129,7 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         retries=args.retries,
         backend=args.backend,
         run_id=args.run_id,
+        **({"warmup": True} if args.warmup else {}),  # else the model's own (ModelSpec.warmup)
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
@@ -147,7 +148,8 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
 
 
 def _check(spec: ModelSpec, args: argparse.Namespace) -> int:
-    report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed, warmup=args.warmup)
+    warmup = True if args.warmup else spec.warmup  # the model's own, unless asked for here
+    report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed, warmup=warmup)
     print(report)
     return 0 if report.ok else 1
 
@@ -206,6 +208,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--overwrite", action="store_true", help="replace another run's files")
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
+        p.add_argument(
+            "--warmup", action="store_true", help="warm the state up first (else as the model says)"
+        )
         p.add_argument(
             "--run-id", default=None, help="the model's version name, instead of its fingerprint"
         )

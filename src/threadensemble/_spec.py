@@ -35,6 +35,10 @@ class ModelSpec:
         Keyword under which ``simulate`` receives its thread's state.
     ragged : tuple of str, optional
         Dimensions whose length varies between realizations.
+    warmup : bool or callable, default False
+        The model's warm-up (see `simulate_ensemble`): a model whose first run after
+        construction differs from later ones says so here, so that every run and check of it
+        (the command line's included) warms it up.
     description : str, optional
         One line for people: what the model is.
     """
@@ -45,6 +49,7 @@ class ModelSpec:
     state: Any = None
     inject: str | None = None
     ragged: Sequence[str] = ()
+    warmup: bool | Callable[..., Any] = False
     description: str = ""
 
     def check(self, **options: Any) -> CheckReport:
@@ -56,7 +61,7 @@ class ModelSpec:
             state=self.state,
             inject=self.inject,
             ragged=self.ragged,
-            **options,
+            **{"warmup": self.warmup, **options},
         )
 
     def run(self, n_realizations: int, **options: Any) -> xr.Dataset:
@@ -69,5 +74,5 @@ class ModelSpec:
             state=self.state,
             inject=self.inject,
             ragged=self.ragged,
-            **options,
+            **{"warmup": self.warmup, **options},
         )
