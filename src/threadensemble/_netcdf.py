@@ -19,7 +19,6 @@ from typing import Any
 
 import xarray as xr
 
-from ._encoding import netcdf_ready
 from ._errors import write_error
 
 __all__ = [
@@ -97,24 +96,23 @@ def write_atomic(ds: xr.Dataset, path: Path) -> None:
 def write_temporary(ds: xr.Dataset, path: Path) -> Path:
     """Write ``ds`` completely, flushed to disk, under a hidden temporary name next to ``path``.
 
-    Returns the temporary file, for `commit_temporary`.  The name (`TEMP_NAME`) ends in
-    `TEMP_SUFFIX` and names this process and thread, so concurrent writers never share one.
+    ``ds`` is what `threadensemble._encoding.netcdf_ready` returned (checked and converted for
+    netCDF4 once, by the caller that first holds the realization).  Returns the temporary file,
+    for `commit_temporary`.  The name (`TEMP_NAME`) ends in `TEMP_SUFFIX` and names this process
+    and thread, so concurrent writers never share one.
 
     Raises
     ------
-    UnstorableOutputError
-        ``ds`` holds something netCDF4 cannot store (see `netcdf_ready`); nothing was written.
     OutputWriteError
         Writing failed (a full disk, say); the temporary file is removed.
     """
-    ready = netcdf_ready(ds)  # before the file is opened: names what netCDF4 cannot store
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{TEMP_SUFFIX}")
     try:
         with netcdf_lock:
-            ready.to_netcdf(tmp, engine="netcdf4")
+            ds.to_netcdf(tmp, engine="netcdf4")
         _fsync(tmp)
     except Exception as exc:
-        error = write_error(path, exc, ready.nbytes)  # free space, with the partial file there
+        error = write_error(path, exc, ds.nbytes)  # free space, with the partial file there
         tmp.unlink(missing_ok=True)
         raise error from exc
     except BaseException:

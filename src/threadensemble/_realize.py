@@ -16,6 +16,7 @@ import xarray as xr
 
 from ._config import RunConfig
 from ._context import CancelFlag, realization_context
+from ._encoding import netcdf_ready
 from ._netcdf import realization_path, write_temporary
 from ._results import Layout, layout_of, to_dataset
 from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
@@ -89,8 +90,9 @@ def realize_and_write(
         return ds
     if cancel.is_set():
         raise CancelledError  # the run has stopped: nobody would commit the file
+    ready = netcdf_ready(ds)  # before a file is opened: names what netCDF4 cannot store
     path = realization_path(config.output_dir, index)
-    return Written(write_temporary(ds, path).name, layout_of(ds, config.ragged))
+    return Written(write_temporary(ready, path).name, layout_of(ready, config.ragged))
 
 
 FutureT = TypeVar("FutureT")

@@ -322,7 +322,7 @@ class EnsembleStore:
         return realization_path(self.output_dir, index)
 
     def write(self, index: int, ds: xr.Dataset) -> None:
-        """Write realization ``index`` atomically and record it as completed."""
+        """Write realization ``index`` (as `netcdf_ready` returned it) atomically; record it."""
         write_atomic(ds, self.path(index))
         self._record(index)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ._compare import differences
 from ._config import RunConfig
+from ._encoding import netcdf_ready
 from ._errors import OutputDirError
 from ._netcdf import read_realization, write_temporary
 from ._realize import realize
@@ -50,7 +51,7 @@ def verify_resumed(config: RunConfig, store: EnsembleStore) -> None:
             f"{str(store.output_dir)!r} is still the same one)"
         )
         raise
-    temporary = write_temporary(ds, store.path(index))
+    temporary = write_temporary(netcdf_ready(ds), store.path(index))
     try:
         found = [
             f"{where!r}: {fraction:.0%} of values differ"
