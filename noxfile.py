@@ -180,7 +180,8 @@ def stress(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check, ruff format --check, mypy (src, as configured; then benchmarks and noxfile).
+    """ruff check, ruff format --check, mypy (src, as configured; then benchmarks and noxfile;
+    then tests/typing, calls of the typed front ends, right and wrong).
 
     The optional dependencies are installed so that mypy checks their use (dask in src,
     matplotlib and psutil in benchmarks, nox here).
@@ -190,6 +191,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("mypy", "benchmarks", "noxfile.py")
+    session.run("mypy", "tests/typing")
 
 
 @nox.session

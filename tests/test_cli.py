@@ -210,3 +210,21 @@ def test_run_warms_up_a_model_whose_spec_says_so(tmp_path: Path) -> None:
                    cwd=tmp_path)  # fmt: skip
     assert unwarmed.returncode == 1
     assert "warmup" in unwarmed.stdout
+
+
+def test_run_and_check_warmup_warm_up_a_model_whose_spec_does_not(tmp_path: Path) -> None:
+    (tmp_path / "lazymodel.py").write_text(LAZY_MODEL)
+    for jobs in ("1", "3"):
+        result = cli("run", "lazymodel:build", "-p", "warmup=False", "--warmup", "-n", "6",
+                     "-j", jobs, "-o", f"out{jobs}", "-q", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    one, three = (te.open_ensemble(tmp_path / f"out{j}") for j in ("1", "3"))
+    xr.testing.assert_identical(one, three)
+    warmed = te.open_ensemble(tmp_path / "out1")
+    spec_says = cli("run", "lazymodel:build", "-n", "6", "-j", "2", "-o", "spec", "-q",
+                    cwd=tmp_path)  # fmt: skip
+    assert spec_says.returncode == 0, spec_says.stderr
+    xr.testing.assert_equal(te.open_ensemble(tmp_path / "spec"), warmed)
+    checked = cli("check", "lazymodel:build", "-p", "warmup=False", "--warmup", "--sample", "4",
+                  "-j", "2", cwd=tmp_path)  # fmt: skip
+    assert checked.returncode == 0, checked.stdout

@@ -79,11 +79,54 @@ def test_bad_input_is_refused_before_anything_starts(
         arguments["simulate"] = ok
     arguments.update(overrides)
     threads_before = threading.active_count()
+    simulate = arguments.pop("simulate")
     with pytest.raises(error, match=match):
-        te.simulate_ensemble(**arguments)
+        te.simulate_ensemble(simulate, **arguments)
     assert threading.active_count() == threads_before and worker_threads() == []
     assert not (tmp_path / "out").exists()
     assert called == []
+
+
+# The model's own parts are checked when a ModelSpec is made, with the same errors (a state
+# that cannot be copied, or content that cannot be fingerprinted, is the run's concern).
+MODEL_CASES = [
+    case
+    for case in CASES
+    if set(case[0]) <= {"simulate", *te.ModelParts.__optional_keys__}
+    and "deep-copyable" not in case[2]
+    and "cannot fingerprint" not in case[2]
+]
+
+
+def test_the_model_cases_are_those_of_every_part() -> None:
+    parts = {name for overrides, _, _ in MODEL_CASES for name in overrides}
+    assert parts == {"simulate", "args", "kwargs", "state", "inject", "ragged"}
+
+
+@pytest.mark.parametrize(("overrides", "error", "match"), MODEL_CASES)
+def test_bad_model_parts_are_refused_when_the_model_spec_is_made(
+    overrides: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    parts = dict(overrides)
+    simulate = parts.pop("simulate", ok)
+    with pytest.raises(error, match=match):
+        te.ModelSpec(simulate, **parts)
+
+
+def test_a_bad_warmup_is_refused_when_the_model_spec_is_made() -> None:
+    match = "warmup must be True, False or a callable like simulate, got 'yes'"
+    with pytest.raises(TypeError, match=match):
+        te.ModelSpec(ok, warmup="yes")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=match):
+        te.simulate_ensemble(ok, 2, warmup="yes", progress=False)  # type: ignore[arg-type]
+
+
+def test_an_unknown_keyword_is_refused() -> None:
+    unexpected = r"\(\) got an unexpected keyword argument "
+    with pytest.raises(TypeError, match=r"^simulate_ensemble" + unexpected + "'n_worker'"):
+        te.simulate_ensemble(ok, 2, n_worker=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^check" + unexpected + "'output_dir'"):
+        te.check(ok, output_dir="out")  # type: ignore[call-arg]
 
 
 def test_output_dir_that_is_a_file(tmp_path: Path) -> None:

@@ -88,6 +88,7 @@ LAYERS = [
         "_compare",
     },
     {"_identity", "_state", "_picklable", "_results", "_encoding", "_report", "_lock", "_routing"},
+    {"_model"},
     {"_config", "_netcdf"},
     {"_realize", "_store"},
     {"_threads", "_processes", "_distributed", "_check", "_verify"},

@@ -20,11 +20,15 @@ class Model:
         self.parent = self  # a cycle: the search must not loop
 
 
+def takes_work(*args: Any, work: Any = None) -> None:
+    pass
+
+
 def test_names_the_innermost_unpicklable_object() -> None:
     with pytest.raises(TypeError, match=r"^args\[1\]\.cache\['handle'\] cannot be pickled \("):
         te.check_picklable(print, args=(1.0, Model()))
     with pytest.raises(TypeError, match=r"^state\[0\] cannot be pickled .*weakref"):
-        te.check_picklable(print, state=[weakref.ref(Model)])
+        te.check_picklable(takes_work, state=[weakref.ref(Model)], inject="work")
 
 
 def test_closures_are_searched_too() -> None:
@@ -47,6 +51,7 @@ def test_what_cloudpickle_can_send_passes() -> None:
         args=(Local(), np.random.default_rng(1)),
         kwargs={"table": {"a": np.ones(3)}},
         state=Local(),
+        inject="work",
     )
 
 
@@ -54,7 +59,8 @@ def test_array_data_are_not_copied() -> None:
     big = np.zeros(50_000_000, dtype=np.uint8)  # 50 MB, never touched (zero pages)
     tracemalloc.start()
     try:
-        te.check_picklable(print, args=(big,), state={"same": big, "half": big[:25_000_000]})
+        state = {"same": big, "half": big[:25_000_000]}
+        te.check_picklable(takes_work, args=(big,), state=state, inject="work")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

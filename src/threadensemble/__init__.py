@@ -12,19 +12,31 @@ form layers, each importing only from the layers below it (``tests/test_layers.p
    ``_compare`` (realizations bit for bit);
 2. one concern each: ``_identity``, ``_state``, ``_picklable``, ``_results``, ``_encoding``,
    ``_report``, ``_lock``, ``_routing``;
-3. validation (no I/O) and files: ``_config``, ``_netcdf``;
-4. one realization, one directory: ``_realize``, ``_store``;
-5. backends and the checks: ``_threads``, ``_processes``, ``_distributed``, ``_check``,
+3. the model object (its parts validated, its fingerprint): ``_model``;
+4. validation of a run (no I/O) and files: ``_config``, ``_netcdf``;
+5. one realization, one directory: ``_realize``, ``_store``;
+6. backends and the checks: ``_threads``, ``_processes``, ``_distributed``, ``_check``,
    ``_verify`` (a resumed run recomputes one realization);
-6. the completion loop: ``_engine``;
-7. front ends, each on the one before: ``_spec``, ``_cli``, ``__main__``.
+7. the completion loop: ``_engine``;
+8. front ends, each on the one before: ``_spec`` (``ModelSpec``: the model with ``run`` and
+   ``check``), ``_cli``, ``__main__``.
 """
 
 import inspect
 
-from ._check import Cause, CheckReport, Difference, Finding, ThreadSafetyError, check
+from ._check import (
+    Cause,
+    CheckKeywords,
+    CheckOptions,
+    CheckReport,
+    Difference,
+    Finding,
+    ThreadSafetyError,
+    check,
+)
+from ._config import RunOptions
 from ._context import cancelled, current_realization
-from ._engine import simulate_ensemble
+from ._engine import EnsembleKeywords, simulate_ensemble
 from ._errors import (
     EnsembleError,
     InconsistentRealizationError,
@@ -34,27 +46,33 @@ from ._errors import (
     UnstorableOutputError,
     WorkerInitError,
 )
+from ._model import ModelFingerprint, ModelParts
 from ._netcdf import netcdf_lock
-from ._picklable import check_picklable
 from ._report import RunReport, last_run_report
 from ._rng import ThreadLocalGenerator, get_rng, realization_seed, reseed, rng
 from ._routing import route_rng
 from ._runtime import RuntimeInfo, gil_enabled, is_free_threaded_build, runtime_info
-from ._spec import ModelSpec
+from ._spec import ModelSpec, check_picklable
 from ._store import open_ensemble
 
 __version__ = runtime_info().threadensemble
 
 __all__ = [
     "Cause",
+    "CheckKeywords",
+    "CheckOptions",
     "CheckReport",
     "Difference",
     "EnsembleError",
+    "EnsembleKeywords",
     "Finding",
     "InconsistentRealizationError",
+    "ModelFingerprint",
+    "ModelParts",
     "ModelSpec",
     "OutputDirError",
     "OutputWriteError",
+    "RunOptions",
     "RunReport",
     "RuntimeInfo",
     "SharedStateWriteError",

@@ -34,15 +34,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, Unpack
 
 import numpy as np
 import xarray as xr
 
 from ._compare import differences
-from ._config import RunConfig, make_config
+from ._config import CommonOptions, RunConfig, RunOptions, make_config
+from ._model import Model, ModelParts, as_model
 from ._realize import realize, warm_up
-from ._rng import SeedLike
 from ._shared import (
     MAX_BYTES,
     MAX_OBJECTS,
@@ -58,7 +58,16 @@ from ._shared import (
 )
 from ._state import PerThreadState, StateFootprint, worker_init_error
 
-__all__ = ["Cause", "CheckReport", "Difference", "Finding", "ThreadSafetyError", "check"]
+__all__ = [
+    "Cause",
+    "CheckKeywords",
+    "CheckOptions",
+    "CheckReport",
+    "Difference",
+    "Finding",
+    "ThreadSafetyError",
+    "check",
+]
 
 
 class Cause(enum.Enum):
@@ -753,26 +762,28 @@ def _budget_detail(objects_hit: bool, unhashed: Sequence[str], walks: Sequence[W
     return "; ".join(parts) + ": changes there go unseen"
 
 
-def check(
-    simulate: Callable[..., Any],
-    *,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    state: Any = None,
-    inject: str | None = None,
-    seed: SeedLike = None,
-    seed_for: Callable[[int], SeedLike] | None = None,
-    sample: int = 8,
-    n_workers: int = 4,
-    warmup: bool | Callable[..., Any] = False,
-    ragged: Sequence[str] = (),
-    protect_shared: bool = True,
-    share_state: bool = False,
-    private_state: Sequence[str] = (),
-    max_objects: int = MAX_OBJECTS,
-    max_bytes: int = MAX_BYTES,
-) -> CheckReport:
-    """Check that ``simulate`` gives the same realizations on threads as on one worker.
+class CheckOptions(CommonOptions, total=False):
+    """The options of `check` and `ModelSpec.check`, as documented for `check`.
+
+    ``seed``, ``seed_for``, ``sample``, ``n_workers``, ``protect_shared``, ``share_state``,
+    ``private_state``, ``max_objects`` and ``max_bytes``: everything but the model.
+    """
+
+    sample: int
+    max_objects: int
+    max_bytes: int
+
+
+class CheckKeywords(ModelParts, CheckOptions, total=False):
+    """The keywords of `check`: the model's parts and the check's options.
+
+    The parts (`ModelParts`) only when the model is given as ``simulate``, not as a `ModelSpec`;
+    the options are `CheckOptions`.
+    """
+
+
+def check(model: Model | Callable[..., Any], **options: Unpack[CheckKeywords]) -> CheckReport:
+    """Check that a model gives the same realizations on threads as on one worker.
 
     Runs realizations ``0 .. sample-1`` once in order on one copy of the state (the reference),
     twice more each on that copy, and on ``n_workers`` threads started together, comparing the
@@ -799,7 +810,11 @@ def check(
 
     Parameters
     ----------
-    simulate, args, kwargs, state, inject, seed_for, warmup, ragged, share_state, private_state
+    model : ModelSpec or callable
+        As for `simulate_ensemble`: a `ModelSpec`, or ``simulate`` with the model's parts
+        ``args``, ``kwargs``, ``state``, ``inject``, ``ragged`` and ``warmup`` as keywords
+        (`ModelParts`), not both.
+    seed_for, share_state, private_state
         As for `simulate_ensemble`.
     seed : int, sequence of int or SeedSequence, optional
         The run seed; default 0 (unless ``seed_for`` is given).
@@ -830,7 +845,14 @@ def check(
     >>> te.check(simulate, args=(2.0,), seed_for=lambda k: 1000 * k, sample=4, n_workers=2).ok
     True
     """
+    given = as_model(model, options, "check", CheckOptions.__optional_keys__)
+    simulate = given.simulate
+    seed, seed_for = options.get("seed"), options.get("seed_for")
     seed = 0 if seed is None and seed_for is None else seed
+    sample = options.get("sample", 8)
+    n_workers = options.get("n_workers", 4)
+    max_objects = options.get("max_objects", MAX_OBJECTS)
+    max_bytes = options.get("max_bytes", MAX_BYTES)
     rule = "sample must be an int >= 1 (how many realizations to check)"
     if isinstance(sample, bool) or not isinstance(sample, int):
         raise TypeError(f"{rule}, got {sample!r}")
@@ -841,13 +863,16 @@ def check(
             raise TypeError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
         if value < 1:
             raise ValueError(f"{name} must be an int >= 1 (the check's budget), got {value!r}")
-    config = make_config(
-        simulate, sample, args=args, kwargs=kwargs, state=state, inject=inject,
-        n_workers=n_workers, seed=seed, seed_for=seed_for, output_dir=None, ragged=ragged,
-        warmup=warmup, protect_shared=protect_shared, lazy=False, overwrite=False,
-        progress=False, fail_fast=False, retries=0, client=None, share_state=share_state,
-        private_state=private_state,
-    )  # fmt: skip
+    run: RunOptions = {
+        "n_workers": n_workers,
+        "seed": seed,
+        "seed_for": seed_for,
+        "protect_shared": options.get("protect_shared", True),
+        "share_state": options.get("share_state", False),
+        "private_state": options.get("private_state", ()),
+        "progress": False,
+    }
+    config = make_config(given, sample, run)
     if config.n_workers < 2:
         raise ValueError(f"n_workers must be >= 2 for a thread-safety check, got {n_workers}")
     checker = _Checker(config, range(config.n_realizations), config.n_workers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import inspect
 import sys
@@ -118,6 +119,8 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
     info = runtime_info()
     print(f"{spec.description or spec.simulate.__qualname__}")
     print(f"{info.describe()}, {info.cpu_count} CPUs")
+    if args.warmup:  # else the model's own (ModelSpec.warmup)
+        spec = dataclasses.replace(spec, warmup=True)
     start = time.perf_counter()
     ens = spec.run(
         args.n,
@@ -129,7 +132,6 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
         retries=args.retries,
         backend=args.backend,
         run_id=args.run_id,
-        **({"warmup": True} if args.warmup else {}),  # else the model's own (ModelSpec.warmup)
     )
     elapsed = time.perf_counter() - start
     files = len(realization_files(Path(args.output)))
@@ -148,8 +150,9 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
 
 
 def _check(spec: ModelSpec, args: argparse.Namespace) -> int:
-    warmup = True if args.warmup else spec.warmup  # the model's own, unless asked for here
-    report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed, warmup=warmup)
+    if args.warmup:  # else the model's own (ModelSpec.warmup)
+        spec = dataclasses.replace(spec, warmup=True)
+    report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed)
     print(report)
     return 0 if report.ok else 1
 

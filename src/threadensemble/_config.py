@@ -1,28 +1,35 @@
-"""Validation of `simulate_ensemble`'s arguments into one immutable run configuration.
+"""Validation of a run of a model (`simulate_ensemble`'s run options) into one configuration.
 
-Everything a user can get wrong is checked here, in the calling thread, before any worker thread
-starts or any file is touched; each error names the bad value and the rule it breaks.  Nothing
-here reads or writes the disk: resuming a fresh-entropy run with the seed an ensemble directory
-recorded is the engine's step (`with_recorded_seed`, after `EnsembleStore.recorded_seed`).
+The model's own parts are checked when it is made (`threadensemble._model.Model`); everything
+else a user can get wrong is checked here, in the calling thread, before any worker thread
+starts or any file is touched; each error names the bad value and the rule it breaks.  The
+run options are typed by `RunOptions` (those a run shares with `check`: `CommonOptions`), and
+their defaults are read here.  Nothing here reads or writes the disk: resuming a fresh-entropy
+run with the seed an ensemble directory recorded is the engine's step (`with_recorded_seed`,
+after `EnsembleStore.recorded_seed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
-from ._identity import model_fingerprint
-from ._picklable import PROCESSES_ADVICE, check_picklable, model_pickler, raise_if_unpicklable
+from ._model import Model, identity_fingerprint, qualname, travelling_roots
+from ._picklable import (
+    PROCESSES_ADVICE,
+    model_pickler,
+    raise_if_not_for_dask,
+    raise_if_unpicklable,
+)
 from ._rng import (
     SeedLike,
     as_seed_sequence,
@@ -38,9 +45,46 @@ from ._state import check_private_state, copy_state, private_patterns
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = ["BACKENDS", "RunConfig", "make_config", "with_recorded_seed"]
+__all__ = [
+    "BACKENDS",
+    "CommonOptions",
+    "RunConfig",
+    "RunOptions",
+    "make_config",
+    "with_recorded_seed",
+]
 
 BACKENDS = ("threads", "processes")
+
+
+class CommonOptions(TypedDict, total=False):
+    """The options a run and `check` share (see `simulate_ensemble`)."""
+
+    n_workers: int | None
+    seed: SeedLike
+    seed_for: Callable[[int], SeedLike] | None
+    protect_shared: bool
+    share_state: bool
+    private_state: Sequence[str]
+
+
+class RunOptions(CommonOptions, total=False):
+    """The run options of `simulate_ensemble` and `ModelSpec.run`, as documented there.
+
+    ``n_workers``, ``seed``, ``seed_for``, ``output_dir``, ``overwrite``, ``protect_shared``,
+    ``lazy``, ``progress``, ``fail_fast``, ``retries``, ``client``, ``share_state``,
+    ``private_state``, ``backend`` and ``run_id``: everything but the model.
+    """
+
+    output_dir: str | os.PathLike[str] | None
+    overwrite: bool
+    lazy: bool
+    progress: bool
+    fail_fast: bool
+    retries: int
+    client: Client | None
+    backend: str
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -109,28 +153,6 @@ def _flag(name: str, value: object) -> bool:
     return bool(value)
 
 
-def _check_inject(simulate: Callable[..., Any], inject: str, kwargs: Mapping[str, Any]) -> None:
-    if not isinstance(inject, str) or not inject.isidentifier():
-        raise TypeError(f"inject must be a keyword name (a str), got {inject!r}")
-    if inject in kwargs:
-        raise ValueError(f"inject={inject!r} is also a key of kwargs: the state needs its own name")
-    try:
-        params = inspect.signature(simulate).parameters
-    except (TypeError, ValueError):  # builtins and some C callables: nothing to inspect
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    param = params.get(inject)
-    if param is None or param.kind not in (
-        inspect.Parameter.KEYWORD_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    ):
-        raise TypeError(
-            f"inject={inject!r} is not a keyword parameter of {_qualname(simulate)}: "
-            f"simulate receives its thread's state as {inject}=..., so it must accept it"
-        )
-
-
 def _check_client(client: object) -> None:
     try:
         from distributed import Client  # the optional dask extra
@@ -149,79 +171,41 @@ def _check_client(client: object) -> None:
         )
 
 
-def _qualname(obj: object) -> str:
-    module = getattr(obj, "__module__", None) or "?"
-    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    return f"{module}:{name}"
+def make_config(model: Model, n_realizations: int, options: RunOptions) -> RunConfig:
+    """Validate a run of ``model`` (its parts are valid already) and return its configuration.
 
-
-def make_config(
-    simulate: Callable[..., Any],
-    n_realizations: int,
-    *,
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any] | None,
-    state: Any,
-    inject: str | None,
-    n_workers: int | None,
-    seed: SeedLike,
-    seed_for: Callable[[int], SeedLike] | None,
-    output_dir: str | os.PathLike[str] | None,
-    ragged: Sequence[str],
-    warmup: bool | Callable[..., Any],
-    protect_shared: bool,
-    lazy: bool,
-    overwrite: bool,
-    progress: bool,
-    fail_fast: bool,
-    retries: int,
-    client: Client | None,
-    share_state: bool = False,
-    private_state: Sequence[str] = (),
-    backend: str = "threads",
-    run_id: str | None = None,
-) -> RunConfig:
-    """Validate the arguments of `simulate_ensemble` and return the run configuration.
-
+    ``options`` are `simulate_ensemble`'s run options (others are ignored: the model's parts).
     With an ``output_dir`` the run's identity is computed too: the content fingerprint of the
-    model (`model_fingerprint`), or ``run_id`` in its place.
+    model (`identity_fingerprint`), or ``run_id`` in its place.
     """
-    if not callable(simulate):
-        raise TypeError(f"simulate must be callable, got {simulate!r}")
+    n_workers = options.get("n_workers")
+    seed = options.get("seed")
+    seed_for = options.get("seed_for")
+    output_dir = options.get("output_dir")
+    retries = options.get("retries", 0)
+    client = options.get("client")
+    backend = options.get("backend", "threads")
+    run_id = options.get("run_id")
     flags = {
         name: _flag(name, value)
         for name, value in [
-            ("protect_shared", protect_shared),
-            ("lazy", lazy),
-            ("overwrite", overwrite),
-            ("progress", progress),
-            ("fail_fast", fail_fast),
-            ("share_state", share_state),
+            ("protect_shared", options.get("protect_shared", False)),
+            ("lazy", options.get("lazy", False)),
+            ("overwrite", options.get("overwrite", False)),
+            ("progress", options.get("progress", True)),
+            ("fail_fast", options.get("fail_fast", False)),
+            ("share_state", options.get("share_state", False)),
         ]
     }
     n = _positive_int("n_realizations", n_realizations)
     workers = available_cpus() if n_workers is None else _positive_int("n_workers", n_workers)
-    if isinstance(args, str | bytes) or not isinstance(args, Sequence):
-        raise TypeError(f"args must be a tuple or list of positional arguments, got {args!r}")
-    if kwargs is not None and not isinstance(kwargs, Mapping):
-        raise TypeError(f"kwargs must be a mapping of keyword arguments (a dict), got {kwargs!r}")
-    kw = dict(kwargs or {})
-    if state is not None and inject is None:
-        raise ValueError("state was given without inject: name the keyword simulate receives it as")
-    if inject is not None:
-        if state is None:
-            raise ValueError(
-                f"inject={inject!r} was given without state: there is nothing to inject"
-            )
-        _check_inject(simulate, inject, kw)
-        state = copy_state(state)
-    sharing = private_patterns(flags["share_state"], private_state)
+    simulate, inject, ragged, warmup = model.simulate, model.inject, model.ragged, model.warmup
+    state = None if inject is None else copy_state(model.state)
+    sharing = private_patterns(flags["share_state"], options.get("private_state", ()))
     if sharing is not None and inject is None:
         raise ValueError("share_state=True was given without state: there is nothing to share")
     if sharing and not warmup:  # else checked after the warm-up, which may create the arrays
         check_private_state(state, sharing)
-    if not isinstance(warmup, bool) and not callable(warmup):
-        raise TypeError(f"warmup must be True, False or a callable like simulate, got {warmup!r}")
     if seed is not None and seed_for is not None:
         raise ValueError("give seed or seed_for, not both: seed_for(k) is realization k's seed")
     if seed_for is not None and not callable(seed_for):
@@ -241,8 +225,6 @@ def make_config(
         raise TypeError(f"retries must be an int >= 0, got {retries!r}")
     if int(retries) < 0:
         raise ValueError(f"retries must be >= 0, got {retries!r}")
-    if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
-        raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
     if flags["lazy"] and directory is None:
         raise ValueError("lazy=True needs an output_dir: only files can be opened lazily")
     if flags["lazy"] and ragged:
@@ -257,7 +239,7 @@ def make_config(
                 f"n_workers={n_workers!r} sets the local threads; with a client the "
                 "realizations run on the cluster's worker threads: size the cluster instead"
             )
-        check_picklable(simulate, args=args, kwargs=kw, state=state)
+        raise_if_not_for_dask({**travelling_roots(model), "state": state})  # the run's copy
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
@@ -268,7 +250,7 @@ def make_config(
                 "give client or backend='processes', not both: a client runs the realizations "
                 "on its dask cluster, backend='processes' in local worker processes"
             )
-        roots = {"simulate": simulate, **context_roots(args, kw), "state": state}
+        roots = {**travelling_roots(model), "state": state}  # the run's copy travels
         raise_if_unpicklable(model_pickler(), roots, PROCESSES_ADVICE)
     routes = active_routes()
     if routes and (backend == "processes" or client is not None):
@@ -279,27 +261,23 @@ def make_config(
         )
     identity: dict[str, Any] = {}
     if directory is not None:  # identity matters only to an ensemble directory
-        model = (
-            {"run_id": run_id}
-            if run_id is not None
-            else _model_record(simulate, args, kw, state, seed_for, warmup)
-        )
+        record = {"run_id": run_id} if run_id is not None else _model_record(model, seed_for)
         identity = {
-            "simulate": _qualname(simulate),
-            "model": model,
+            "simulate": qualname(simulate),
+            "model": record,
             "inject": inject,
             "seed_scheme": "seed_for" if root is None else "seed",
             "seed": None if root is None else seed_sequence_record(root),
             "ragged": list(ragged),
-            "warmup": warmup if isinstance(warmup, bool) else _qualname(warmup),
+            "warmup": warmup if isinstance(warmup, bool) else qualname(warmup),
             **({"routes": [list(route) for route in routes]} if routes else {}),
         }
     digest = _digest(identity) if directory is not None else ""
     return RunConfig(
         simulate=simulate,
         n_realizations=n,
-        args=tuple(args),
-        kwargs=kw,
+        args=tuple(model.args),
+        kwargs=model.kwargs,
         state=state,
         inject=inject,
         warmup=warmup,
@@ -335,25 +313,9 @@ def _check_routes_travel(routes: Routes) -> None:
         )
 
 
-def _model_record(
-    simulate: Callable[..., Any],
-    args: Sequence[Any],
-    kwargs: Mapping[str, Any],
-    state: Any,
-    seed_for: Callable[[int], SeedLike] | None,
-    warmup: bool | Callable[..., Any],
-) -> dict[str, Any]:
+def _model_record(model: Model, seed_for: Callable[[int], SeedLike] | None) -> dict[str, Any]:
     """Fingerprint what determines the numbers, or raise TypeError naming what is unreadable."""
-    roots: dict[str, Any] = {"simulate": simulate}
-    roots.update({f"args[{i}]": value for i, value in enumerate(args)})
-    roots.update({f"kwargs[{name!r}]": kwargs[name] for name in sorted(kwargs)})
-    if state is not None:
-        roots["state"] = state
-    if seed_for is not None:
-        roots["seed_for"] = seed_for
-    if callable(warmup):
-        roots["warmup"] = warmup
-    fingerprint = model_fingerprint(roots)
+    fingerprint = identity_fingerprint(model, seed_for)
     if fingerprint.opaque:
         shown = ", ".join(fingerprint.opaque[:3]) + (", ..." if len(fingerprint.opaque) > 3 else "")
         raise TypeError(

@@ -15,64 +15,47 @@ memory stays bounded and cancellation is quick.  Ctrl-C is taken between the loo
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import Any, Unpack
 
 import xarray as xr
 
-from ._config import RunConfig, make_config, with_recorded_seed
+from ._config import RunConfig, RunOptions, make_config, with_recorded_seed
 from ._encoding import netcdf_ready
 from ._errors import EnsembleError, OutputWriteError, UnstorableOutputError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
+from ._model import Model, ModelParts, as_model
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
 from ._report import RunClock, RunReport, record_report, warn_if_serialized
 from ._results import Layout, assemble, check_layout, layout_of
-from ._rng import SeedLike
 from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
 from ._store import EnsembleStore, open_realizations
 from ._threads import ThreadBackend
 from ._verify import verify_resumed
 
-if TYPE_CHECKING:
-    from distributed import Client
+__all__ = ["EnsembleKeywords", "simulate_ensemble"]
 
-__all__ = ["simulate_ensemble"]
+
+class EnsembleKeywords(ModelParts, RunOptions, total=False):
+    """The keywords of `simulate_ensemble`: the model's parts and the run options.
+
+    The parts (`ModelParts`) only when the model is given as ``simulate``, not as a `ModelSpec`;
+    the run options are `RunOptions`.
+    """
 
 
 def simulate_ensemble(
-    simulate: Callable[..., Any],
+    model: Model | Callable[..., Any],
     n_realizations: int,
-    *,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    state: Any = None,
-    inject: str | None = None,
-    n_workers: int | None = None,
-    seed: SeedLike = None,
-    seed_for: Callable[[int], SeedLike] | None = None,
-    output_dir: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    ragged: Sequence[str] = (),
-    warmup: bool | Callable[..., Any] = False,
-    protect_shared: bool = False,
-    lazy: bool = False,
-    progress: bool = True,
-    fail_fast: bool = False,
-    retries: int = 0,
-    client: Client | None = None,
-    share_state: bool = False,
-    private_state: Sequence[str] = (),
-    backend: str = "threads",
-    run_id: str | None = None,
+    **options: Unpack[EnsembleKeywords],
 ) -> xr.Dataset:
-    """Run ``n_realizations`` realizations of ``simulate`` on threads; return the ensemble.
+    """Run ``n_realizations`` realizations of a model on threads; return the ensemble.
 
     Realization ``k`` calls ``simulate(*args, **kwargs, **{inject: state_copy})`` in a worker
     thread, with `get_rng` seeded for ``k``.  ``args`` and ``kwargs`` are shared by all threads
@@ -80,18 +63,27 @@ def simulate_ensemble(
     deep-copied once per worker thread, and that copy is the one each realization on that thread
     receives.
 
+    The model is either a `ModelSpec` (``simulate_ensemble(spec, n, seed=1)``, as
+    ``spec.run(n, seed=1)``), which holds ``simulate``, ``args``, ``kwargs``, ``state``,
+    ``inject``, ``ragged`` and ``warmup``, or ``simulate`` itself with those parts as keywords
+    (`ModelParts`); both give the same ensemble.  A `ModelSpec` together with one of those
+    keywords is a TypeError.  The other keywords are the run options (`RunOptions`).
+
     Parameters
     ----------
-    simulate : callable
-        Computes one realization.  Returns an `xarray.Dataset`, an `xarray.DataArray` or a dict
-        of arrays; every realization must have the same variables, dims, shapes and dtypes.
+    model : ModelSpec or callable
+        The model, or ``simulate``: computes one realization.  Returns an `xarray.Dataset`, an
+        `xarray.DataArray` or a dict of arrays; every realization must have the same variables,
+        dims, shapes and dtypes.
     n_realizations : int
         Number of realizations, ``>= 1``.  Realizations are numbered ``0 .. n_realizations-1``.
         With ``output_dir`` it is not part of the run's identity: a larger number extends the
         ensemble there (only the new realizations are computed), a smaller one returns the
         first ``n_realizations`` (computing those that are missing).
     args : sequence, optional
-        Shared read-only positional arguments (the expensive model).
+        Shared read-only positional arguments (the expensive model).  This and ``kwargs``,
+        ``state``, ``inject``, ``ragged`` and ``warmup`` are the model's parts: keywords only
+        when ``model`` is ``simulate``, else the `ModelSpec`'s fields.
     kwargs : mapping, optional
         Shared read-only keyword arguments.
     state : object, optional
@@ -140,7 +132,8 @@ def simulate_ensemble(
         offending line instead of silently corrupting other realizations.
     lazy : bool, default False
         With ``output_dir``, return the ensemble opened lazily with dask (`open_ensemble` with
-        ``lazy=True``) instead of loading it into memory.
+        ``lazy=True``) instead of loading it into memory: the way to run an ensemble larger
+        than memory to disk and get it back without loading it.
     progress : bool, default True
         Show a progress bar (with worker count and whether the GIL is enabled).
     fail_fast : bool, default False
@@ -196,9 +189,10 @@ def simulate_ensemble(
     Raises
     ------
     TypeError, ValueError, OutputDirError
-        Bad arguments (an unpicklable model with ``client``, content that cannot be
-        fingerprinted without ``run_id``, a directory of another run), before any thread
-        starts or any file is touched.
+        Bad arguments (a bad model part, a `ModelSpec` and model keywords, an unknown keyword,
+        an unpicklable model with ``client``, content that cannot be fingerprinted without
+        ``run_id``, a directory of another run), before any thread starts or any file is
+        touched.
     OutputDirError
         Also: another run is writing into ``output_dir`` (the message names its pid and host),
         or a realization file there that this run would replace is not threadensemble's;
@@ -234,31 +228,8 @@ def simulate_ensemble(
     >>> ens["x"].shape
     (6, 4)
     """
-    config = make_config(
-        simulate,
-        n_realizations,
-        args=args,
-        kwargs=kwargs,
-        state=state,
-        inject=inject,
-        n_workers=n_workers,
-        seed=seed,
-        seed_for=seed_for,
-        output_dir=output_dir,
-        ragged=ragged,
-        warmup=warmup,
-        protect_shared=protect_shared,
-        lazy=lazy,
-        overwrite=overwrite,
-        progress=progress,
-        fail_fast=fail_fast,
-        retries=retries,
-        client=client,
-        share_state=share_state,
-        private_state=private_state,
-        backend=backend,
-        run_id=run_id,
-    )
+    given = as_model(model, options, "simulate_ensemble", RunOptions.__optional_keys__)
+    config = make_config(given, n_realizations, options)
     store = None
     if (directory := config.output_dir) is not None:
         if config.fresh_seed and not config.overwrite:  # seed=None resumes with the recorded seed

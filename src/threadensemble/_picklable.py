@@ -1,21 +1,27 @@
-"""`check_picklable`: whether a model can travel to dask workers or worker processes.
+"""Whether a model can travel to dask workers or worker processes (`check_picklable`).
 
 Local threads share the model as it is; the dask backend (`threadensemble._distributed`) and
-the process backend (`threadensemble._processes`) pickle it.  `check_picklable` needs
-cloudpickle only (a dependency of dask), not distributed; the process backend checks with the
-pickler it sends the model with (`model_pickler`).
+the process backend (`threadensemble._processes`) pickle it.  The dask check needs cloudpickle
+only (a dependency of dask), not distributed; the process backend checks with the pickler it
+sends the model with (`model_pickler`).
 """
 
 from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._shared import children, context_roots
+from ._shared import children
 
-__all__ = ["PROCESSES_ADVICE", "check_picklable", "model_pickler", "raise_if_unpicklable"]
+__all__ = [
+    "DASK_ADVICE",
+    "PROCESSES_ADVICE",
+    "model_pickler",
+    "raise_if_not_for_dask",
+    "raise_if_unpicklable",
+]
 
 PROCESSES_ADVICE = (
     'with backend="processes", simulate, args, kwargs and state are pickled and sent to every '
@@ -24,63 +30,22 @@ PROCESSES_ADVICE = (
 )
 
 
-def check_picklable(
-    simulate: Callable[..., Any],
-    *,
-    args: Sequence[Any] = (),
-    kwargs: Mapping[str, Any] | None = None,
-    state: Any = None,
-) -> None:
-    """Check that a model can be sent to dask workers, as ``simulate_ensemble(client=...)`` does.
+DASK_ADVICE = (
+    "on a dask cluster, simulate, args, kwargs and state are pickled and sent to every worker "
+    "process; create such objects inside simulate (or give their class __getstate__ and "
+    "__setstate__), or run on local threads (client=None)"
+)
 
-    Local threads share the model as it is.  On a dask cluster, ``simulate``, ``args``,
-    ``kwargs`` and ``state`` are pickled (by cloudpickle where plain pickle fails, as dask
-    does) and unpickled in every worker process, so a model that runs fine on threads may hold
-    objects that cannot travel: locks, open files and netCDF datasets, database connections,
-    generators.  `simulate_ensemble` runs this check when given a client, before anything
-    starts; with ``backend="processes"`` it runs the same check with the pickler it sends the
-    model with (cloudpickle when installed, else pickle).  Each object is also unpickled again,
-    as a worker would, so that one whose pickle cannot be loaded is found too.  Contiguous
-    array data are not copied, so the check is cheap even for large models.
 
-    Parameters
-    ----------
-    simulate : callable
-        As for `simulate_ensemble`; so are ``args``, ``kwargs`` and ``state``.
-    args : sequence, optional
-        Shared positional arguments.
-    kwargs : mapping, optional
-        Shared keyword arguments.
-    state : object, optional
-        The mutable state.
-
-    Raises
-    ------
-    TypeError
-        Naming the innermost object that cannot be pickled, or unpickled again
-        (``args[0].cache['lock']``, say), and why.
-
-    Examples
-    --------
-    >>> import threading, threadensemble as te
-    >>> te.check_picklable(sum, args=([1.0, 2.0],))
-    >>> te.check_picklable(sum, kwargs={"model": {"lock": threading.Lock()}})  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    TypeError: kwargs['model']['lock'] cannot be pickled (TypeError: cannot pickle '_thread...
-    """
+def raise_if_not_for_dask(roots: Mapping[str, Any]) -> None:
+    """Raise TypeError naming what of ``roots`` dask cannot send (see `check_picklable`)."""
     try:
         import cloudpickle
     except ImportError:
         raise ImportError(
             "check_picklable needs cloudpickle: pip install 'threadensemble[dask]'"
         ) from None
-    raise_if_unpicklable(
-        cloudpickle.dumps,
-        {"simulate": simulate, **context_roots(args, kwargs or {}), "state": state},
-        "on a dask cluster, simulate, args, kwargs and state are pickled and sent to every "
-        "worker process; create such objects inside simulate (or give their class "
-        "__getstate__ and __setstate__), or run on local threads (client=None)",
-    )
+    raise_if_unpicklable(cloudpickle.dumps, roots, DASK_ADVICE)
 
 
 class _UnpicklingError(Exception):
