@@ -32,11 +32,11 @@ __all__ = [
 
 
 class ModelParts(TypedDict, total=False):
-    """The model's parts as keywords, instead of a `ModelSpec`: those of `ModelSpec`.
+    """The model's parts, as keywords beside ``simulate`` in place of a `ModelSpec`.
 
     ``args``, ``kwargs``, ``state``, ``inject``, ``ragged`` and ``warmup``, as documented for
-    `simulate_ensemble` (the fields of `ModelSpec` but ``simulate``, given first, and
-    ``description``).
+    `simulate_ensemble`: the fields of `ModelSpec` but ``simulate`` (given first) and
+    ``description``.
     """
 
     args: Sequence[Any]
@@ -55,7 +55,7 @@ class ModelFingerprint:
     module-level values of your own modules it uses; installed packages by version),
     ``args``, ``kwargs``, ``state`` and a ``warmup`` function; ``unreadable`` names the paths
     whose content could not be read (an open file, an extension object that cannot be
-    pickled), which the digest therefore does not cover.  It is the model's part of a run's
+    pickled): the digest cannot tell their contents apart.  It is the model's part of a run's
     identity in an ensemble directory.
     """
 
