@@ -48,7 +48,9 @@ import dis
 import functools
 import hashlib
 import importlib.metadata
+import itertools
 import logging
+import marshal
 import os
 import sys
 import sysconfig
@@ -507,10 +509,55 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
                 yield f".<reduce {i}>", list(part)
 
 
-def _scalars(value: Any) -> bool:
-    """Whether ``value`` is a scalar, or a tuple of scalars (shown and hashed by ``repr``)."""
-    kind = type(value)
-    return kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))
+_PLAIN_OR_TUPLE = _PLAIN | {tuple}
+_LAZY = ""  # the record of a plain container: made from it only when it is recorded
+
+
+def _plain_bytes(obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> bytes | None:
+    """Return the content of a list, tuple or dict of scalars (or tuples of them), made in C.
+
+    That is `marshal` version 2 of it, or None for other content.  Version 2 writes each value
+    by its type and content only: floats as their 8 bytes (NaN payloads, -0.0), no
+    back-references and no interning flags (later versions write both, which depend on object
+    identity and reference counts).  Exact types only, checked first: marshal would also write
+    sets in hash order (salted per process), code objects, and any buffer (a numpy array) as
+    plain bytes without its dtype and shape.
+    """
+    if type(obj) is dict:
+        if not set(map(type, obj)) <= _PLAIN:
+            return None
+        values: Any = obj.values()
+    else:
+        values = obj
+    kinds = set(map(type, values))
+    if not kinds <= _PLAIN and not (
+        kinds <= _PLAIN_OR_TUPLE
+        and all(set(map(type, v)) <= _PLAIN for v in values if type(v) is tuple)
+    ):
+        return None
+    return f"marshal {type(obj).__name__} ".encode() + marshal.dumps(obj, 2)
+
+
+_SHOWN_ITEMS = 16  # the most items a record of a plain container is made from (repr is slow)
+
+
+def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str) -> str:
+    """Return how a container of scalars (or of such containers) is shown in the record.
+
+    A small one by its ``repr``; a long one by the ``repr`` of its first items and its digest;
+    one of large containers by its type, size and digest.
+    """
+    if type(obj) is dict:
+        items: Any = list(itertools.islice(obj.items(), _SHOWN_ITEMS))
+    else:
+        items = obj[:_SHOWN_ITEMS]
+    values = [v for item in items for v in item] if type(obj) is dict else items
+    if not all(type(v) in _PLAIN or (type(v) is tuple and len(v) <= _SHOWN_ITEMS) for v in values):
+        return f"{type(obj).__name__} of {len(obj)} {digest[1:17]}"
+    if len(obj) <= _SHOWN_ITEMS:
+        return _show(repr(obj))
+    head = dict(items) if type(obj) is dict else items
+    return f"{repr(head)[: _SHOWN - 15]}... {digest[1:9]}"
 
 
 class _Frame:
@@ -556,10 +603,15 @@ class _Walk:
         self.too_deep = 1 << 62  # nodes this deep cannot be among the shallowest any more
         self.opaque: list[str] = []
 
-    def _note(self, depth: int, parent: _Frame | None, suffix: str, record: str | _Frame) -> None:
+    def _note(
+        self, depth: int, parent: _Frame | None, suffix: str, record: str | _Frame, obj: Any = None
+    ) -> None:
+        """Keep a node as a candidate for the record (a `_LAZY` record is made from ``obj``)."""
         self.order += 1
         if depth >= self.too_deep:
             return
+        if record == _LAZY:
+            record = _plain_record(obj, self.done[id(obj)][1])
         self.nodes.append((depth, self.order, parent, suffix, record))
         if len(self.nodes) >= 4 * MAX_RECORDED_PATHS:  # keep the shallowest (then earliest)
             self.nodes.sort(key=lambda n: n[:2])
@@ -574,8 +626,8 @@ class _Walk:
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
         if key in self.done:  # reached again: the same digest and record (shared, not copied)
-            _, digest, record = self.done[key]
-            self._note(depth, parent, suffix, record)
+            done, digest, record = self.done[key]
+            self._note(depth, parent, suffix, record, done)
             return digest
         if (type(obj) in _ARRAYS and not obj.dtype.hasobject) or isinstance(obj, np.generic):
             leaf = _token(obj)
@@ -589,14 +641,14 @@ class _Walk:
             self._note(depth, parent, suffix, ancestor)
             return f"cycle {depth - ancestor.depth}"
         if type(obj) in _QUICK_CONTAINERS and (plain := self._plain(obj)) is not None:
-            self._note(depth, parent, suffix, plain[1])
-            return plain[0]
+            self._note(depth, parent, suffix, _LAZY, obj)
+            return plain
         content = _token(obj)
         if content is not None and type(obj) in _QUICK_CONTAINERS:
             quick = self._quick(obj, depth, content)
             if quick is not None:
                 self.done[key] = (obj, quick[0], quick[1])
-                self._note(depth, parent, suffix, quick[1])
+                self._note(depth, parent, suffix, quick[1], obj)
                 return quick[0]
         if content is None:  # the content of the parent object cannot be read
             assert isinstance(obj, _Unreadable) and parent is not None
@@ -629,17 +681,14 @@ class _Walk:
         self._note(frame.depth, frame.parent, frame.suffix, record)
         return digest
 
-    def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> tuple[str, str] | None:
-        """Hash a list, tuple or dict of scalars (or tuples of them) by its ``repr``, in C."""
-        if type(obj) is dict:
-            if not all(type(k) in _PLAIN and _scalars(v) for k, v in obj.items()):
-                return None
-        elif not all(type(v) in _PLAIN for v in obj) and not all(map(_scalars, obj)):
+    def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> str | None:
+        """Hash a list, tuple or dict of scalars (or tuples of them) in C, by `_plain_bytes`."""
+        data = _plain_bytes(obj)
+        if data is None:
             return None
-        text = repr(obj)
-        digest = "d" + _sha(f"{type(obj).__name__} {text}".encode())
-        self.done[id(obj)] = (obj, digest, _show(text))
-        return digest, _show(text)
+        digest = "d" + _sha(data)
+        self.done[id(obj)] = (obj, digest, _LAZY)
+        return digest
 
     def _quick(
         self, obj: Any, depth: int, token: str, nested: int = 2
@@ -665,7 +714,7 @@ class _Walk:
             elif key in self.active:
                 found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
             elif type(child) in _QUICK_CONTAINERS and (leaf := self._plain(child)) is not None:
-                found = leaf[0]
+                found = leaf
             elif nested and type(child) in _QUICK_CONTAINERS:
                 inner = self._quick(child, depth + 1, f"{type(child).__qualname__} of {len(child)}",
                                     nested - 1)  # fmt: skip
@@ -677,7 +726,7 @@ class _Walk:
                 return None
             parts.append(f"{suffix}\0{found}\0")
         digest = "d" + _sha("".join(parts).encode())
-        shown = _show(repr(obj)) if plain else f"{_show(token)} {digest[1:17]}"
+        shown = _LAZY if plain else f"{_show(token)} {digest[1:17]}"
         return digest, shown, plain
 
     def digest(self, name: str, obj: Any) -> str:
