@@ -52,6 +52,7 @@ import itertools
 import logging
 import marshal
 import os
+import struct
 import sys
 import sysconfig
 import threading
@@ -115,6 +116,7 @@ class Fingerprint:
         return {
             "digest": self.digest,
             "interpreter": INTERPRETER,
+            "scheme": SCHEME,
             "roots": self.roots,
             "paths": self.paths,
         }
@@ -134,6 +136,7 @@ def _qualname(obj: Any) -> str:
 
 
 INTERPRETER = sys.implementation.cache_tag  # bytecode differs between interpreters
+SCHEME = 2  # how content is hashed: 2 (plain containers by marshal), 1 before (not recorded)
 _GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME"))
 _ATTRIBUTE_LOADS = frozenset(("LOAD_ATTR", "LOAD_METHOD"))
 
@@ -283,7 +286,7 @@ def _by_package(obj: Any, kind: str) -> str:
 def _token(obj: Any) -> str | None:
     """Return a node's own content, or None when it cannot be read."""
     if isinstance(obj, _ATOMS):
-        text = repr(obj) if type(obj) in _PLAIN else repr(_atom_base(obj))
+        text = _atom_text(obj) if type(obj) in _PLAIN else _atom_text(_atom_base(obj))
         return text if type(obj) in _PLAIN else f"{_qualname(type(obj))} {text}"
     if isinstance(obj, np.generic):
         data = np.asarray(obj).reshape(-1).view(np.uint8).data
@@ -320,6 +323,14 @@ def _token(obj: Any) -> str | None:
     if isinstance(obj, _Unreadable):
         return None
     return type(obj).__qualname__
+
+
+def _atom_text(obj: Any) -> str:
+    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload)."""
+    if obj != obj and type(obj) in (float, complex):
+        parts = (obj.real, obj.imag) if type(obj) is complex else (obj,)
+        return f"{obj!r} {struct.pack('<' + 'd' * len(parts), *parts).hex()}"
+    return repr(obj)
 
 
 def _atom_base(obj: Any) -> Any:
@@ -387,12 +398,13 @@ def _function_extras(func: types.FunctionType) -> Iterator[tuple[str, Any]]:
         yield f".<global {'.'.join(chain[:used])}>", value
 
 
-# Not content: names, docs, line numbers, and what dataclass, enum and abc derive from the rest.
+# Not content: names, docs, line numbers, and what dataclass, enum and abc derive from the rest
+# (and copyreg's ``__slotnames__``, cached on the class by the first copy or pickle of one).
 _CLASS_SKIPPED = frozenset((
     "__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__slots__",
     "__annotations__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
     "__orig_bases__", "__parameters__", "__abstractmethods__", "_abc_impl",
-    "__static_attributes__", "__firstlineno__",
+    "__static_attributes__", "__firstlineno__", "__slotnames__",
 ))  # fmt: skip
 _DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
 
@@ -622,7 +634,7 @@ class _Walk:
         """Return the digest of a node known at once, or the frame of one to expand."""
         key = id(obj)
         if type(obj) in _PLAIN:
-            token = repr(obj)
+            token = _atom_text(obj)
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
         if key in self.done:  # reached again: the same digest and record (shared, not copied)
@@ -708,7 +720,7 @@ class _Walk:
         for suffix, child in children(obj):
             key = id(child)
             if type(child) in _PLAIN:
-                found = "v" + repr(child)
+                found = "v" + _atom_text(child)
             elif key in self.done:
                 found, plain = self.done[key][1], False
             elif key in self.active:
@@ -829,6 +841,12 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
             f"written by {old_tag or 'an older threadensemble'}, this is {new_tag}: the compiled "
             'code cannot be compared; resume with the same interpreter, or pass run_id="..." '
             "to name the model's version yourself"
+        )
+    if there.get("scheme", 1) != here.get("scheme", 1):
+        found.append(
+            f"fingerprinted by an older threadensemble (scheme {there.get('scheme', 1)}, this is "
+            f"{here.get('scheme', 1)}): the digests cannot be compared; resume with that version, "
+            'or pass run_id="..." to name the model\'s version yourself'
         )
     for root in [*old_roots, *(r for r in new_roots if r not in old_roots)]:
         if old_roots.get(root) == new_roots.get(root):
