@@ -28,8 +28,9 @@ What is hashed, and how:
   distribution's version (``numpy 1.26.4``); of the standard library and threadensemble by name.
 * classes of the user's code: module, qualname, bases, and their own ``__dict__`` (functions,
   static and class methods, properties, data); an instance counts its class too.
-* everything else: scalars by ``repr`` (a subclass by type, value and attributes), containers
-  by items (a list, tuple or dict of scalars only by its ``repr``, computed in C; small ones of
+* everything else: scalars by ``repr`` (a NaN with its bits; a subclass by type, value and
+  attributes), containers by items (a list, tuple or dict of scalars or tuples of scalars by
+  `marshal` version 2, type-checked and written in C: see `_plain_bytes`; small ones of
   scalars and finished objects without a stack frame), dict keys that are not scalars by
   content, sets by their elements' digests sorted (never hash order or ``repr``), objects by
   ``__dict__`` and ``__slots__``, pandas objects with their index, name, categories and dtype,
