@@ -731,3 +731,140 @@ def test_a_strided_view_hashes_in_chunks_as_its_copy(monkeypatch: Any) -> None:
         copy = np.ascontiguousarray(view)
         assert model_fingerprint({"a": view}).digest == model_fingerprint({"a": copy}).digest
     assert model_fingerprint({"a": grid[:, ::2]}).digest != model_fingerprint({"a": grid}).digest
+
+
+# --- content only: not identity, hash order, interning or the walk's route ----------------------
+
+
+def digest_of(value: Any) -> str:
+    return model_fingerprint({"args[0]": value}).digest
+
+
+def test_numbers_of_other_types_or_bits_are_other_models() -> None:
+    """1, 1.0, True and numpy's 1.0 differ, in a plain list too; NaN payloads and -0.0 count."""
+    quiet, payload = np.float64(np.nan), np.frombuffer(np.uint64(0x7FF8000000000001).tobytes())[0]
+    for wrap in (lambda v: v, lambda v: [v, 2.0], lambda v: {"k": v}, lambda v: (v,)):
+        found = {digest_of(wrap(v)) for v in (1, 1.0, True, np.float64(1.0), 1 + 0j, "1", b"1")}
+        assert len(found) == 7
+        assert digest_of(wrap(float(quiet))) != digest_of(wrap(float(payload)))
+        assert digest_of(wrap(-0.0)) != digest_of(wrap(0.0))
+        assert digest_of(wrap(float("nan"))) == digest_of(wrap(float("nan")))
+
+
+class Name(str):
+    pass
+
+
+def test_equal_strings_count_by_content_whatever_their_identity_or_type() -> None:
+    built = "".join(["station", "_", "a"])  # equal to, but not, the interned constant
+    assert built is not sys.intern("station_a")
+    for wrap in (lambda v: [v, v], lambda v: {v: 1.0}, lambda v: {"k": (v, 1)}):
+        assert digest_of(wrap(built)) == digest_of(wrap(sys.intern("station_a")))
+        assert digest_of(wrap(Name("station_a"))) != digest_of(wrap("station_a"))
+    assert digest_of([built, sys.intern(built)]) == digest_of(["station_a", "station_a"])
+
+
+class Node:
+    def __init__(self, value: float, after: Node | None) -> None:
+        self.value, self.after = value, after
+
+
+def linked(n: int) -> Node:
+    head = None
+    for i in range(n):
+        head = Node(float(i), head)
+    assert head is not None
+    return head
+
+
+def test_a_deep_linked_graph_is_fingerprinted_without_recursion() -> None:
+    head = linked(100_000)
+    first = model_fingerprint({"args[0]": head})
+    nested: Any = None
+    for i in range(100_000):
+        nested = (float(i), nested)
+    assert model_fingerprint({"args[0]": nested}).digest != first.digest
+    node = head
+    for _ in range(99_990):
+        node = node.after  # type: ignore[assignment]
+    node.value += 1e-9
+    changed = model_fingerprint({"args[0]": head})
+    assert changed.digest != first.digest
+    assert differences(first.record(), changed.record())  # named (the root: below the records)
+
+
+def test_a_change_deep_in_the_fire_model_is_found_and_named() -> None:
+    from threadensemble._cli import build_spec
+
+    spec = build_spec("fire")
+    roots = {"simulate": spec.simulate, "args[0]": spec.args[0], "args[1]": spec.args[1]}
+    before = model_fingerprint(roots).record()
+    spec.args[0].cells[3000].exposure += 1e-12
+    after = model_fingerprint(roots).record()
+    assert after["digest"] != before["digest"]
+    assert differences(before, after) == [
+        f"args[0].cells: list of 4800 {before['paths']['args[0].cells'][-16:]} there, "
+        f"list of 4800 {after['paths']['args[0].cells'][-16:]} here"
+    ]
+    spec.args[0].cells[3000].exposure -= 1e-12
+    assert model_fingerprint(roots).record() == before
+
+
+def test_a_copied_or_unpickled_model_has_the_same_identity() -> None:
+    import copy
+
+    from threadensemble._cli import build_spec
+
+    for name in ("mobility", "weather"):
+        spec = build_spec(name)
+        roots = {f"args[{i}]": a for i, a in enumerate(spec.args)}
+        first = model_fingerprint(roots).record()
+        copied = {k: copy.deepcopy(v) for k, v in roots.items()}
+        assert model_fingerprint(copied).record() == first, name
+        assert model_fingerprint(roots).record() == first, name  # copyreg's __slotnames__
+    plain = {"tables": {i: ([i, i + 1], [0.5 * i, float("nan")]) for i in range(500)}}
+    loaded = pickle.loads(pickle.dumps(plain))
+    assert model_fingerprint({"a": loaded}).record() == model_fingerprint({"a": plain}).record()
+
+
+def test_object_arrays_and_datetime_arrays_with_nat_count_by_content() -> None:
+    times = np.array(["2000-01-01", "NaT"], dtype="datetime64[ns]")
+    other = np.array(["2000-01-01", "2000-01-02"], dtype="datetime64[ns]")
+    assert digest_of([times]) == digest_of([times.copy()]) != digest_of([other])
+    labels = np.array([1, 1.0, "a"], dtype=object)
+    assert digest_of(labels) == digest_of(labels.copy())
+    assert digest_of(labels) != digest_of(np.array([True, 1.0, "a"], dtype=object))
+
+
+PLAIN_CONTENT = """
+from threadensemble._identity import model_fingerprint
+names = ["rain", "wind", "sun", "hail", "snow"]
+model = {
+    "tags": set(names), "frozen": frozenset(names), "by_name": {n: float(i) for i, n in
+    enumerate(names)}, "pairs": [(n, i) for i, n in enumerate(names)],
+    "nested": {n: {n, n + "x"} for n in names}, "keys": {frozenset(names): 1},
+}
+print(model_fingerprint({"args[0]": model}).digest)
+"""
+
+
+def test_sets_and_dicts_of_strings_are_the_same_in_other_processes() -> None:
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", PLAIN_CONTENT],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for seed in ("0", "1", "2", "3")
+    }
+    assert len(digests) == 1
+
+
+def test_a_manifest_of_the_older_scheme_is_named_as_such() -> None:
+    there = model_fingerprint({"args[0]": [1.0, 2.0]}).record()
+    del there["scheme"]
+    found = differences(there, model_fingerprint({"args[0]": [1.0, 2.0]}).record())
+    assert found[0].startswith("fingerprinted by an older threadensemble (scheme 1, this is 2)")

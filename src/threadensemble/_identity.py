@@ -28,8 +28,9 @@ What is hashed, and how:
   distribution's version (``numpy 1.26.4``); of the standard library and threadensemble by name.
 * classes of the user's code: module, qualname, bases, and their own ``__dict__`` (functions,
   static and class methods, properties, data); an instance counts its class too.
-* everything else: scalars by ``repr`` (a subclass by type, value and attributes), containers
-  by items (a list, tuple or dict of scalars only by its ``repr``, computed in C; small ones of
+* everything else: scalars by ``repr`` (a NaN with its bits; a subclass by type, value and
+  attributes), containers by items (a list, tuple or dict of scalars or tuples of scalars by
+  `marshal` version 2, type-checked and written in C: see `_plain_bytes`; small ones of
   scalars and finished objects without a stack frame), dict keys that are not scalars by
   content, sets by their elements' digests sorted (never hash order or ``repr``), objects by
   ``__dict__`` and ``__slots__``, pandas objects with their index, name, categories and dtype,
@@ -48,8 +49,11 @@ import dis
 import functools
 import hashlib
 import importlib.metadata
+import itertools
 import logging
+import marshal
 import os
+import struct
 import sys
 import sysconfig
 import threading
@@ -113,6 +117,7 @@ class Fingerprint:
         return {
             "digest": self.digest,
             "interpreter": INTERPRETER,
+            "scheme": SCHEME,
             "roots": self.roots,
             "paths": self.paths,
         }
@@ -132,6 +137,7 @@ def _qualname(obj: Any) -> str:
 
 
 INTERPRETER = sys.implementation.cache_tag  # bytecode differs between interpreters
+SCHEME = 2  # how content is hashed: 2 (plain containers by marshal), 1 before (not recorded)
 _GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME"))
 _ATTRIBUTE_LOADS = frozenset(("LOAD_ATTR", "LOAD_METHOD"))
 
@@ -281,7 +287,7 @@ def _by_package(obj: Any, kind: str) -> str:
 def _token(obj: Any) -> str | None:
     """Return a node's own content, or None when it cannot be read."""
     if isinstance(obj, _ATOMS):
-        text = repr(obj) if type(obj) in _PLAIN else repr(_atom_base(obj))
+        text = _atom_text(obj) if type(obj) in _PLAIN else _atom_text(_atom_base(obj))
         return text if type(obj) in _PLAIN else f"{_qualname(type(obj))} {text}"
     if isinstance(obj, np.generic):
         data = np.asarray(obj).reshape(-1).view(np.uint8).data
@@ -318,6 +324,14 @@ def _token(obj: Any) -> str | None:
     if isinstance(obj, _Unreadable):
         return None
     return type(obj).__qualname__
+
+
+def _atom_text(obj: Any) -> str:
+    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload)."""
+    if obj != obj and type(obj) in (float, complex):
+        parts = (obj.real, obj.imag) if type(obj) is complex else (obj,)
+        return f"{obj!r} {struct.pack('<' + 'd' * len(parts), *parts).hex()}"
+    return repr(obj)
 
 
 def _atom_base(obj: Any) -> Any:
@@ -385,12 +399,13 @@ def _function_extras(func: types.FunctionType) -> Iterator[tuple[str, Any]]:
         yield f".<global {'.'.join(chain[:used])}>", value
 
 
-# Not content: names, docs, line numbers, and what dataclass, enum and abc derive from the rest.
+# Not content: names, docs, line numbers, and what dataclass, enum and abc derive from the rest
+# (and copyreg's ``__slotnames__``, cached on the class by the first copy or pickle of one).
 _CLASS_SKIPPED = frozenset((
     "__dict__", "__weakref__", "__module__", "__qualname__", "__doc__", "__slots__",
     "__annotations__", "__dataclass_fields__", "__dataclass_params__", "__match_args__",
     "__orig_bases__", "__parameters__", "__abstractmethods__", "_abc_impl",
-    "__static_attributes__", "__firstlineno__",
+    "__static_attributes__", "__firstlineno__", "__slotnames__",
 ))  # fmt: skip
 _DESCRIPTORS = (types.MemberDescriptorType, types.GetSetDescriptorType)
 
@@ -507,10 +522,55 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
                 yield f".<reduce {i}>", list(part)
 
 
-def _scalars(value: Any) -> bool:
-    """Whether ``value`` is a scalar, or a tuple of scalars (shown and hashed by ``repr``)."""
-    kind = type(value)
-    return kind in _PLAIN or (kind is tuple and all(type(v) in _PLAIN for v in value))
+_PLAIN_OR_TUPLE = _PLAIN | {tuple}
+_LAZY = ""  # the record of a plain container: made from it only when it is recorded
+
+
+def _plain_bytes(obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> bytes | None:
+    """Return the content of a list, tuple or dict of scalars (or tuples of them), made in C.
+
+    That is `marshal` version 2 of it, or None for other content.  Version 2 writes each value
+    by its type and content only: floats as their 8 bytes (NaN payloads, -0.0), no
+    back-references and no interning flags (later versions write both, which depend on object
+    identity and reference counts).  Exact types only, checked first: marshal would also write
+    sets in hash order (salted per process), code objects, and any buffer (a numpy array) as
+    plain bytes without its dtype and shape.
+    """
+    if type(obj) is dict:
+        if not set(map(type, obj)) <= _PLAIN:
+            return None
+        values: Any = obj.values()
+    else:
+        values = obj
+    kinds = set(map(type, values))
+    if not kinds <= _PLAIN and not (
+        kinds <= _PLAIN_OR_TUPLE
+        and all(set(map(type, v)) <= _PLAIN for v in values if type(v) is tuple)
+    ):
+        return None
+    return f"marshal {type(obj).__name__} ".encode() + marshal.dumps(obj, 2)
+
+
+_SHOWN_ITEMS = 16  # the most items a record of a plain container is made from (repr is slow)
+
+
+def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str) -> str:
+    """Return how a container of scalars (or of such containers) is shown in the record.
+
+    A small one by its ``repr``; a long one by the ``repr`` of its first items and its digest;
+    one of large containers by its type, size and digest.
+    """
+    if type(obj) is dict:
+        items: Any = list(itertools.islice(obj.items(), _SHOWN_ITEMS))
+    else:
+        items = obj[:_SHOWN_ITEMS]
+    values = [v for item in items for v in item] if type(obj) is dict else items
+    if not all(type(v) in _PLAIN or (type(v) is tuple and len(v) <= _SHOWN_ITEMS) for v in values):
+        return f"{type(obj).__name__} of {len(obj)} {digest[1:17]}"
+    if len(obj) <= _SHOWN_ITEMS:
+        return _show(repr(obj))
+    head = dict(items) if type(obj) is dict else items
+    return f"{repr(head)[: _SHOWN - 15]}... {digest[1:9]}"
 
 
 class _Frame:
@@ -556,10 +616,15 @@ class _Walk:
         self.too_deep = 1 << 62  # nodes this deep cannot be among the shallowest any more
         self.opaque: list[str] = []
 
-    def _note(self, depth: int, parent: _Frame | None, suffix: str, record: str | _Frame) -> None:
+    def _note(
+        self, depth: int, parent: _Frame | None, suffix: str, record: str | _Frame, obj: Any = None
+    ) -> None:
+        """Keep a node as a candidate for the record (a `_LAZY` record is made from ``obj``)."""
         self.order += 1
         if depth >= self.too_deep:
             return
+        if record == _LAZY:
+            record = _plain_record(obj, self.done[id(obj)][1])
         self.nodes.append((depth, self.order, parent, suffix, record))
         if len(self.nodes) >= 4 * MAX_RECORDED_PATHS:  # keep the shallowest (then earliest)
             self.nodes.sort(key=lambda n: n[:2])
@@ -570,12 +635,12 @@ class _Walk:
         """Return the digest of a node known at once, or the frame of one to expand."""
         key = id(obj)
         if type(obj) in _PLAIN:
-            token = repr(obj)
+            token = _atom_text(obj)
             self._note(depth, parent, suffix, _show(token))
             return "v" + token  # hashed into the parent as it is
         if key in self.done:  # reached again: the same digest and record (shared, not copied)
-            _, digest, record = self.done[key]
-            self._note(depth, parent, suffix, record)
+            done, digest, record = self.done[key]
+            self._note(depth, parent, suffix, record, done)
             return digest
         if (type(obj) in _ARRAYS and not obj.dtype.hasobject) or isinstance(obj, np.generic):
             leaf = _token(obj)
@@ -589,14 +654,14 @@ class _Walk:
             self._note(depth, parent, suffix, ancestor)
             return f"cycle {depth - ancestor.depth}"
         if type(obj) in _QUICK_CONTAINERS and (plain := self._plain(obj)) is not None:
-            self._note(depth, parent, suffix, plain[1])
-            return plain[0]
+            self._note(depth, parent, suffix, _LAZY, obj)
+            return plain
         content = _token(obj)
         if content is not None and type(obj) in _QUICK_CONTAINERS:
             quick = self._quick(obj, depth, content)
             if quick is not None:
                 self.done[key] = (obj, quick[0], quick[1])
-                self._note(depth, parent, suffix, quick[1])
+                self._note(depth, parent, suffix, quick[1], obj)
                 return quick[0]
         if content is None:  # the content of the parent object cannot be read
             assert isinstance(obj, _Unreadable) and parent is not None
@@ -629,17 +694,14 @@ class _Walk:
         self._note(frame.depth, frame.parent, frame.suffix, record)
         return digest
 
-    def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> tuple[str, str] | None:
-        """Hash a list, tuple or dict of scalars (or tuples of them) by its ``repr``, in C."""
-        if type(obj) is dict:
-            if not all(type(k) in _PLAIN and _scalars(v) for k, v in obj.items()):
-                return None
-        elif not all(type(v) in _PLAIN for v in obj) and not all(map(_scalars, obj)):
+    def _plain(self, obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> str | None:
+        """Hash a list, tuple or dict of scalars (or tuples of them) in C, by `_plain_bytes`."""
+        data = _plain_bytes(obj)
+        if data is None:
             return None
-        text = repr(obj)
-        digest = "d" + _sha(f"{type(obj).__name__} {text}".encode())
-        self.done[id(obj)] = (obj, digest, _show(text))
-        return digest, _show(text)
+        digest = "d" + _sha(data)
+        self.done[id(obj)] = (obj, digest, _LAZY)
+        return digest
 
     def _quick(
         self, obj: Any, depth: int, token: str, nested: int = 2
@@ -659,13 +721,13 @@ class _Walk:
         for suffix, child in children(obj):
             key = id(child)
             if type(child) in _PLAIN:
-                found = "v" + repr(child)
+                found = "v" + _atom_text(child)
             elif key in self.done:
                 found, plain = self.done[key][1], False
             elif key in self.active:
                 found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
             elif type(child) in _QUICK_CONTAINERS and (leaf := self._plain(child)) is not None:
-                found = leaf[0]
+                found = leaf
             elif nested and type(child) in _QUICK_CONTAINERS:
                 inner = self._quick(child, depth + 1, f"{type(child).__qualname__} of {len(child)}",
                                     nested - 1)  # fmt: skip
@@ -677,7 +739,7 @@ class _Walk:
                 return None
             parts.append(f"{suffix}\0{found}\0")
         digest = "d" + _sha("".join(parts).encode())
-        shown = _show(repr(obj)) if plain else f"{_show(token)} {digest[1:17]}"
+        shown = _LAZY if plain else f"{_show(token)} {digest[1:17]}"
         return digest, shown, plain
 
     def digest(self, name: str, obj: Any) -> str:
@@ -780,6 +842,12 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
             f"written by {old_tag or 'an older threadensemble'}, this is {new_tag}: the compiled "
             'code cannot be compared; resume with the same interpreter, or pass run_id="..." '
             "to name the model's version yourself"
+        )
+    if there.get("scheme", 1) != here.get("scheme", 1):
+        found.append(
+            f"fingerprinted by an older threadensemble (scheme {there.get('scheme', 1)}, this is "
+            f"{here.get('scheme', 1)}): the digests cannot be compared; resume with that version, "
+            'or pass run_id="..." to name the model\'s version yourself'
         )
     for root in [*old_roots, *(r for r in new_roots if r not in old_roots)]:
         if old_roots.get(root) == new_roots.get(root):
