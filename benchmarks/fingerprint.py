@@ -5,10 +5,11 @@
     python -m benchmarks.fingerprint [--megabytes 500] [--repeats 3]
 
 A run with ``output_dir`` fingerprints ``simulate``, ``args``, ``kwargs`` and ``state`` once,
-in the calling thread, before anything starts (`threadensemble._identity`); in-memory runs do
-not.  This prints the fingerprint's time (median of ``--repeats``) for a synthetic model of
-``--megabytes`` (four large float arrays plus 100 000 small objects) and for every example
-model, with the time of one realization of that example for scale.
+in the calling thread, before anything starts (`threadensemble.ModelSpec.fingerprint`, as
+measured here); in-memory runs do not.  This prints the fingerprint's time (median of
+``--repeats``) for a synthetic model of ``--megabytes`` (four large float arrays plus 100 000
+small objects) and for every example model, with the time of one realization of that example
+for scale.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from typing import Any
 import numpy as np
 
 import threadensemble as te
-from threadensemble._cli import build_spec
-from threadensemble._identity import model_fingerprint
+from benchmarks.workloads import build
 from threadensemble.examples import EXAMPLES
 
 
@@ -46,22 +46,13 @@ def _big_model(megabytes: int) -> dict[str, Any]:
     }
 
 
-def _roots(spec: te.ModelSpec) -> dict[str, Any]:
-    roots: dict[str, Any] = {"simulate": spec.simulate}
-    roots.update({f"args[{i}]": a for i, a in enumerate(spec.args)})
-    roots.update({f"kwargs[{k!r}]": v for k, v in spec.kwargs.items()})
-    if spec.state is not None:
-        roots["state"] = spec.state
-    return roots
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
     options = parser.parse_args(argv)
     print(f"{te.runtime_info().describe()}, median of {options.repeats}")
-    print(f"{'model':<22} {'fingerprint s':>14} {'1 realization s':>16} {'recorded paths':>15}")
+    print(f"{'model':<22} {'fingerprint s':>14} {'1 realization s':>16}")
     big = _big_model(options.megabytes)
     parts = {
         f"{options.megabytes} MB synthetic": big,
@@ -69,19 +60,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         "  its 100,000 dicts": big["stations"],
     }
     for label, part in parts.items():
-        roots = {"simulate": _big_model, "args[0]": part}
-        seconds = _median_seconds(functools.partial(model_fingerprint, roots), options.repeats)
-        paths = len(model_fingerprint(roots).paths)
-        print(f"{label:<22} {seconds:>14.3f} {'':>16} {paths:>15}")
+        model = te.ModelSpec(_big_model, args=(part,))
+        seconds = _median_seconds(model.fingerprint, options.repeats)
+        print(f"{label:<22} {seconds:>14.3f}")
     del big, parts
     for name in EXAMPLES:
-        spec = build_spec(name)
-        roots = _roots(spec)
-        seconds = _median_seconds(functools.partial(model_fingerprint, roots), options.repeats)
-        paths = len(model_fingerprint(roots).paths)
+        spec = build(EXAMPLES[name])
+        seconds = _median_seconds(spec.fingerprint, options.repeats)
         one_run = functools.partial(spec.run, 1, n_workers=1, seed=1, progress=False)
         one = _median_seconds(one_run, options.repeats)
-        print(f"{name:<22} {seconds:>14.3f} {one:>16.3f} {paths:>15}")
+        print(f"{name:<22} {seconds:>14.3f} {one:>16.3f}")
 
 
 if __name__ == "__main__":
