@@ -115,12 +115,18 @@ def _summary(ens: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
+def _with_warmup(spec: ModelSpec, warmup: bool) -> ModelSpec:
+    """Return ``spec`` warmed up with ``--warmup``: by its own warm-up function if it has one."""
+    if warmup and spec.warmup is False:  # True, or the model's own function, stays
+        return dataclasses.replace(spec, warmup=True)
+    return spec
+
+
 def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
     info = runtime_info()
     print(f"{spec.description or spec.simulate.__qualname__}")
     print(f"{info.describe()}, {info.cpu_count} CPUs")
-    if args.warmup:  # else the model's own (ModelSpec.warmup)
-        spec = dataclasses.replace(spec, warmup=True)
+    spec = _with_warmup(spec, args.warmup)
     start = time.perf_counter()
     ens = spec.run(
         args.n,
@@ -150,8 +156,7 @@ def _run(spec: ModelSpec, args: argparse.Namespace) -> int:
 
 
 def _check(spec: ModelSpec, args: argparse.Namespace) -> int:
-    if args.warmup:  # else the model's own (ModelSpec.warmup)
-        spec = dataclasses.replace(spec, warmup=True)
+    spec = _with_warmup(spec, args.warmup)
     report = spec.check(sample=args.sample, n_workers=args.jobs, seed=args.seed)
     print(report)
     return 0 if report.ok else 1
@@ -212,7 +217,10 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true", help="replace another run's files")
         p.add_argument("--retries", type=int, default=0, help="retries of a failed realization")
         p.add_argument(
-            "--warmup", action="store_true", help="warm the state up first (else as the model says)"
+            "--warmup",
+            action="store_true",
+            help="warm the state up first, by the model's own warm-up if it has one "
+            "(else as the model says)",
         )
         p.add_argument(
             "--run-id", default=None, help="the model's version name, instead of its fingerprint"
@@ -240,7 +248,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--sample", type=int, default=8, help="realizations to run (default 8)")
     check.add_argument("-j", "--jobs", type=int, default=4, help="threads (default 4)")
     check.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    check.add_argument("--warmup", action="store_true", help="warm the state up first")
+    check.add_argument(
+        "--warmup",
+        action="store_true",
+        help="warm the state up first, by the model's own warm-up if it has one",
+    )
     return parser
 
 

@@ -116,7 +116,7 @@ def simulate_ensemble(
     overwrite : bool, default False
         Replace the realization files and manifest of another run in ``output_dir`` (files
         that are not threadensemble's are never touched).
-    ragged : sequence of str, optional
+    ragged : tuple or list of str, optional
         Dimensions whose length may differ between realizations (e.g. an event catalogue);
         shorter realizations are padded at the end with missing values in the ensemble.
     warmup : bool or callable, default False
@@ -157,7 +157,7 @@ def simulate_ensemble(
         `SharedStateWriteError`, naming its path, where it happens; it never reaches another
         thread.  Rebinding an attribute (``self.sim = ...``) works as without sharing.
         Results are bitwise identical.  `check` reports how much each thread copies.
-    private_state : sequence of str, optional
+    private_state : tuple or list of str, optional
         With ``share_state``, arrays to copy per thread all the same, by path as errors print
         it; ``*`` stands for any characters: ``["state.stations[*].buffer"]``, ``["*.buffer"]``.
         A pattern that matches no array of the state (after the warm-up, if any) is a

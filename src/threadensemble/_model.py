@@ -63,11 +63,12 @@ class ModelFingerprint:
     unreadable: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Model:
     """A model's parts, checked when it is made (see `threadensemble.ModelSpec`).
 
-    ``args``, ``kwargs`` and ``ragged`` are kept as a tuple, a dict and a tuple.
+    ``args``, ``kwargs`` and ``ragged`` are kept as a tuple, a dict and a tuple.  Models compare
+    and hash by identity: `fingerprint` compares them by content.
     """
 
     simulate: Callable[..., Any]
@@ -90,6 +91,12 @@ class Model:
                 f"kwargs must be a mapping of keyword arguments (a dict), got {kwargs!r}"
             )
         kw = dict(kwargs or {})
+        for key in kw:
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"kwargs keys must be str (keyword names simulate is called with), got "
+                    f"the key {key!r} ({type(key).__name__})"
+                )
         if self.state is not None and self.inject is None:
             raise ValueError(
                 "state was given without inject: name the keyword simulate receives it as"
@@ -101,8 +108,12 @@ class Model:
                 )
             _check_inject(simulate, self.inject, kw)
         ragged = self.ragged
-        if isinstance(ragged, str) or not all(isinstance(d, str) for d in ragged):
-            raise TypeError(f"ragged must be a sequence of dimension names, got {ragged!r}")
+        rule = "ragged must be a sequence of dimension names (a tuple or list of str)"
+        if isinstance(ragged, str | bytes) or not isinstance(ragged, Sequence):
+            raise TypeError(f"{rule}, got {ragged!r}")
+        for name in ragged:
+            if not isinstance(name, str):
+                raise TypeError(f"{rule}, got {ragged!r}, which holds {name!r}")
         if not isinstance(self.warmup, bool) and not callable(self.warmup):
             raise TypeError(
                 f"warmup must be True, False or a callable like simulate, got {self.warmup!r}"
@@ -156,7 +167,9 @@ def as_model(
     """Return the model a front end was given: a `Model`, or simulate with `ModelParts`.
 
     ``options`` are the front end's keywords: model parts and its own ``allowed`` options; any
-    other keyword is a TypeError, as is a model part given with a `Model`.
+    other keyword is a TypeError, as is a model part given with a `Model`.  ``caller`` names
+    what the user called in those errors: a function, or a method of the model
+    (``ModelSpec.run``).
     """
     unknown = [name for name in options if name not in allowed and name not in _PARTS]
     if unknown:
@@ -166,6 +179,12 @@ def as_model(
         return Model(model, **parts)
     if parts:
         given = ", ".join(f"{name}=" for name in parts)
+        if caller.startswith("ModelSpec."):  # a method: the ModelSpec is the model itself
+            raise TypeError(
+                f"{caller}() got the model keywords {given}: the ModelSpec holds its parts "
+                f"(dataclasses.replace(model, {next(iter(parts))}=...) makes a ModelSpec with "
+                "that part changed)"
+            )
         raise TypeError(
             f"{caller}() was given a ModelSpec and the model keywords {given}: give the model "
             "either as a ModelSpec (which holds its parts) or as simulate with its parts as "

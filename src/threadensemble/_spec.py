@@ -21,7 +21,7 @@ from ._picklable import raise_if_not_for_dask
 __all__ = ["ModelSpec", "check_picklable"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSpec(Model):
     """A built model, ready to run: the ``simulate`` function and what it is called with.
 
@@ -31,6 +31,11 @@ class ModelSpec(Model):
     is made (a TypeError or ValueError names the bad one and the rule, as `simulate_ensemble`
     would); ``dataclasses.replace(spec, warmup=True)`` makes one with a part changed.
 
+    Two ModelSpecs are equal only when they are the same object (``==`` is ``is``), and a
+    ModelSpec is hashable (by identity): comparing parts that hold arrays element by element
+    says nothing about the model as a whole.  To compare models by content, compare their
+    `fingerprint` digests: ``a.fingerprint() == b.fingerprint()``.
+
     Parameters
     ----------
     simulate : callable
@@ -38,12 +43,12 @@ class ModelSpec(Model):
     args : tuple or list, optional
         Shared read-only positional arguments (kept as a tuple).
     kwargs : mapping, optional
-        Shared read-only keyword arguments (kept as a dict).
+        Shared read-only keyword arguments (kept as a dict); its keys must be str.
     state : object, optional
         Mutable state, deep-copied once per worker thread.  Needs ``inject``.
     inject : str, optional
         Keyword under which ``simulate`` receives its thread's state.  Needs ``state``.
-    ragged : sequence of str, optional
+    ragged : tuple or list of str, optional
         Dimensions whose length varies between realizations (kept as a tuple).
     warmup : bool or callable, default False
         The model's warm-up (see `simulate_ensemble`): a model whose first run after
@@ -56,18 +61,19 @@ class ModelSpec(Model):
     ------
     TypeError, ValueError
         A bad part: ``simulate`` not callable, ``args`` not a tuple or list, ``kwargs`` not a
-        mapping, ``state`` without ``inject`` or the reverse, ``inject`` not a keyword of
-        ``simulate`` or also a key of ``kwargs``, ``ragged`` not a sequence of names,
+        mapping or with a key that is not a str, ``state`` without ``inject`` or the reverse, ``inject`` not a keyword of
+        ``simulate`` or also a key of ``kwargs``, ``ragged`` not a tuple or list of names,
         ``warmup`` neither a bool nor callable.
     """
 
     def run(self, n_realizations: int, **options: Unpack[RunOptions]) -> xr.Dataset:
         """Run an ensemble of this model: `simulate_ensemble` with the run ``options``."""
-        return simulate_ensemble(self, n_realizations, **options)
+        own = as_model(self, options, "ModelSpec.run", RunOptions.__optional_keys__)
+        return simulate_ensemble(own, n_realizations, **options)
 
     def check(self, **options: Unpack[CheckOptions]) -> CheckReport:
         """Run the thread-safety `check` on this model, with the check's ``options``."""
-        return check(self, **options)
+        return check(as_model(self, options, "ModelSpec.check", CheckOptions.__optional_keys__), **options)
 
     def check_picklable(self) -> None:
         """Check that this model can be sent to dask workers (see `check_picklable`)."""

@@ -33,7 +33,7 @@ import re
 import sys
 import threading
 import traceback
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -74,7 +74,7 @@ def copy_state(state: Any) -> Any:
         ) from exc
 
 
-def private_patterns(share_state: bool, private_state: Collection[str]) -> tuple[str, ...] | None:
+def private_patterns(share_state: bool, private_state: Sequence[str]) -> tuple[str, ...] | None:
     """Validate ``share_state`` and ``private_state``; return the private paths, None if off.
 
     A pattern is a path as errors print it (``state.stations[3].buffer``), where ``*`` stands
@@ -82,10 +82,12 @@ def private_patterns(share_state: bool, private_state: Collection[str]) -> tuple
     """
     if not isinstance(share_state, bool):
         raise TypeError(f"share_state must be True or False, got {share_state!r}")
-    if isinstance(private_state, str) or not all(isinstance(p, str) for p in private_state):
-        raise TypeError(
-            f"private_state must be a list of paths like 'state.buffer', got {private_state!r}"
-        )
+    rule = "private_state must be a list of paths like 'state.buffer' (a tuple or list of str)"
+    if isinstance(private_state, str | bytes) or not isinstance(private_state, Sequence):
+        raise TypeError(f"{rule}, got {private_state!r}")
+    for pattern in private_state:
+        if not isinstance(pattern, str):
+            raise TypeError(f"{rule}, got {private_state!r}, which holds {pattern!r}")
     patterns = tuple(private_state)
     if patterns and not share_state:
         raise ValueError(

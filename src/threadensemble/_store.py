@@ -146,6 +146,12 @@ def _not_of_run(path: Path, attrs: Mapping[str, Any] | None, digest: str, index:
     )
 
 
+def _without_root(record: Mapping[str, Any], root: str) -> dict[str, Any]:
+    """Return a model record (`Fingerprint.record`) without ``root`` among its roots."""
+    roots = {name: value for name, value in record.get("roots", {}).items() if name != root}
+    return {**record, "roots": roots}
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     found = []
     for key in [*old, *(k for k in new if k not in old)]:
@@ -156,6 +162,11 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
             if "run_id" in there or "run_id" in here:
                 found.append(f"run_id: {there.get('run_id')!r} there, {here.get('run_id')!r} here")
             else:
+                if old.get("warmup") != new.get("warmup"):
+                    # The model's fingerprint has a warmup root for a warm-up function only: a
+                    # change of warmup is said once, by the identity's own (not as "warmup:
+                    # absent here" when warmup=True replaced a function).
+                    there, here = _without_root(there, "warmup"), _without_root(here, "warmup")
                 found.extend(differences(there, here))
         else:
             found.append(f"{key}: {there!r} there, {here!r} here")
