@@ -46,15 +46,16 @@ from ._realize import realize, warm_up
 from ._shared import (
     MAX_BYTES,
     MAX_OBJECTS,
+    PathTable,
     Protection,
     Walk,
+    WalkPath,
     changes,
-    fingerprint,
     is_generator_token,
-    reachable,
     read_only_arrays,
     tokens,
     unprotected_message,
+    walk_paths,
 )
 from ._state import PerThreadState, StateFootprint, worker_init_error
 
@@ -726,25 +727,28 @@ _NOT_HASHED = "(not hashed: over the budget)"  # how a fingerprint shows an arra
 
 def _left_out(
     walks: Sequence[Walk],
-    prints: Sequence[Mapping[str, str]],
+    prints: Sequence[Mapping[str | WalkPath, str]],
     roots: Mapping[str, Any],
     protection: Protection | None,
+    table: PathTable,
 ) -> tuple[bool, list[str], list[str]]:
     """Return what the check's walks left out: whether objects were, and the arrays not hashed.
 
     The arrays are split into those that were read-only during the check (a write to them
     raised, so it was found all the same) and the others, whose changes went unseen.
+    ``prints`` are fingerprints with the paths of ``table``.
     """
     objects_hit = any(w.objects >= w.max_objects and w.budget_hit for w in walks)
-    unhashed = sorted({p for found in prints for p, t in found.items() if t.endswith(_NOT_HASHED)})
+    wanted = {p for found in prints for p, t in found.items() if t.endswith(_NOT_HASHED)}
+    unhashed = sorted(wanted, key=str)
     if not unhashed or protection is None or not protection.arrays:
-        return objects_hit, unhashed, []
+        return objects_hit, [str(p) for p in unhashed], []
     protected = {id(array) for array in protection.arrays}  # they are alive: protection has them
-    wanted = set(unhashed)
     budget = max(w.max_objects for w in walks)
-    now = {path: obj for path, obj in reachable(roots, Walk(max_objects=budget)) if path in wanted}
+    now = {p: obj for p, obj in walk_paths(roots, table, Walk(max_objects=budget)) if p in wanted}
     read_only = [p for p in unhashed if p in now and id(now[p]) in protected]
-    return objects_hit, [p for p in unhashed if p not in read_only], read_only
+    unseen = [str(p) for p in unhashed if p not in read_only]
+    return objects_hit, unseen, [str(p) for p in read_only]
 
 
 def _budget_detail(objects_hit: bool, unhashed: Sequence[str], walks: Sequence[Walk]) -> str:
@@ -881,16 +885,19 @@ def check(model: Model | Callable[..., Any], **options: Unpack[CheckKeywords]) -
     def new_walk() -> Walk:
         return Walk(max_objects=max_objects, max_bytes=max_bytes)
 
+    # Paths of a PathTable: the fingerprints hold every object's path, linear in memory
+    table = PathTable()
     walk = new_walk()  # one walk of the model finds the modules, fingerprints and protects it
-    found = list(reachable(shared, walk))
-    in_state = (obj for _, obj in reachable({"state": config.state}))
+    found = list(walk_paths(shared, table, walk))
+    in_state = (obj for _, obj in walk_paths({"state": config.state}, PathTable()))
     modules = _watched_modules(simulate, itertools.chain((obj for _, obj in found), in_state))
     module_roots = _module_roots(modules)
-    found += reachable(module_roots, walk)  # what args also reach is listed under args only
+    found += walk_paths(module_roots, table, walk)  # what args also reach is under args only
 
-    def snapshot(walk: Walk) -> tuple[dict[str, str], str, str]:
+    def snapshot(walk: Walk) -> tuple[dict[str | WalkPath, str], str, str]:
         roots = {**shared, **_module_roots(modules)}  # read again: globals may be rebound
-        return fingerprint(roots, walk), _global_numpy_random_state(), _random_module_state()
+        prints = tokens(walk_paths(roots, table, walk), walk)
+        return prints, _global_numpy_random_state(), _random_module_state()
 
     before = tokens(found, walk), _global_numpy_random_state(), _random_module_state()
     protect = (
@@ -914,7 +921,9 @@ def check(model: Model | Callable[..., Any], **options: Unpack[CheckKeywords]) -
     read_only: list[str] = []
     if any(w.budget_hit for w in walks):
         roots = {**shared, **_module_roots(modules)}
-        objects_hit, unseen, read_only = _left_out(walks, [before[0], after[0]], roots, protection)
+        objects_hit, unseen, read_only = _left_out(
+            walks, [before[0], after[0]], roots, protection, table
+        )
         if objects_hit or unseen:
             checker.note(Cause.NOT_FINGERPRINTED, _budget_detail(objects_hit, unseen, walks))
     changed = changes(before[0], after[0])

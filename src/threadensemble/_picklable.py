@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import pickle
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._shared import children
@@ -46,6 +46,24 @@ def raise_if_not_for_dask(roots: Mapping[str, Any]) -> None:
             "check_picklable needs cloudpickle: pip install 'threadensemble[dask]'"
         ) from None
     raise_if_unpicklable(cloudpickle.dumps, roots, DASK_ADVICE)
+
+
+_SHOWN = 100  # characters an error shows of each end of a long path
+
+
+def _shown_path(steps: Sequence[str]) -> str:
+    """Spell out a path (its root's name and steps) for an error: a long one by its two ends.
+
+    ``args[0].next.next ... .next.lock (a path 100000 levels deep, 500,011 characters)``: the
+    start and the end of the path, with what was left out said.
+    """
+    path = "".join(steps)
+    if len(path) <= 3 * _SHOWN:
+        return path
+    return (
+        f"{path[:_SHOWN]} ... {path[-_SHOWN:]} (a path {len(steps) - 1} levels deep, "
+        f"{len(path):,} characters)"
+    )
 
 
 class _UnpicklingError(Exception):
@@ -96,17 +114,19 @@ def raise_if_unpicklable(
             continue
         # Follow the children that fail on their own down to the innermost one (on failure
         # only; the chain keeps the objects alive, and cycles out).
-        path, chain = name, [root]
+        steps, chain = [name], [root]
         while True:
             for suffix, child in children(chain[-1]):
                 if all(child is not seen for seen in chain) and (
                     child_error := pickling_error(child)
                 ):
-                    path, error = path + suffix, child_error
+                    error = child_error
+                    steps.append(suffix)
                     chain.append(child)
                     break
             else:
                 break
+        path = _shown_path(steps)
         if isinstance(error, _UnpicklingError):
             error = error.cause
             raise TypeError(

@@ -31,10 +31,10 @@ import types
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd  # an xarray dependency (no stubs: see pyproject)
@@ -43,8 +43,10 @@ import xarray as xr
 __all__ = [
     "MAX_BYTES",
     "MAX_OBJECTS",
+    "PathTable",
     "Protection",
     "Walk",
+    "WalkPath",
     "changes",
     "children",
     "context_roots",
@@ -55,6 +57,7 @@ __all__ = [
     "read_only_arrays",
     "tokens",
     "unprotected_message",
+    "walk_paths",
 ]
 
 MAX_OBJECTS = 1_000_000  # objects one walk visits at most
@@ -239,6 +242,60 @@ def children(obj: Any) -> Iterator[tuple[str, Any]]:
         yield from _attributes(obj)
 
 
+_SPELT_OUT = 200  # paths up to this length are strs; deeper ones WalkPaths (see walk_paths)
+
+
+class WalkPath:
+    """A deep path of a walk, held as its parent path and its last step (``.next``, ``[3]``).
+
+    It shares its parent's steps instead of copying them, so that the paths of a walk take
+    memory linear in the number of objects whatever their depth.  `PathTable` makes each one
+    once, so two walks over one table give the same object for the same path: WalkPaths
+    compare and hash by identity.  ``str(path)`` spells it out (``args[0].next.next...``).
+    """
+
+    __slots__ = ("parent", "step")
+
+    def __init__(self, parent: str | WalkPath, step: str) -> None:
+        self.parent = parent
+        self.step = step
+
+    def __str__(self) -> str:
+        steps = []
+        path: str | WalkPath = self
+        while isinstance(path, WalkPath):
+            steps.append(path.step)
+            path = path.parent
+        steps.append(path)
+        return "".join(reversed(steps))
+
+    def __repr__(self) -> str:
+        return f"WalkPath({str(self)!r})"
+
+
+class PathTable:
+    """The deep paths of one or more walks (`walk_paths`), each made once (see `WalkPath`)."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str | WalkPath, str], WalkPath] = {}
+
+    def path(self, parent: str | WalkPath, step: str) -> str | WalkPath:
+        """Return the path ``parent`` + ``step``: a str while short, else a `WalkPath`.
+
+        Which of the two depends on the path alone, so walks over one table agree.
+        """
+        if type(parent) is str and len(parent) + len(step) <= _SPELT_OUT:
+            return parent + step
+        key = (parent, step)
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = WalkPath(parent, step)
+        return made
+
+
+P = TypeVar("P", bound=str | WalkPath)
+
+
 def reachable(
     roots: Mapping[str, Any], walk: Walk | None = None, max_depth: int | None = None
 ) -> Iterator[tuple[str, Any]]:
@@ -246,11 +303,35 @@ def reachable(
 
     ``walk`` counts the objects and stops the walk at its ``max_objects`` (setting
     ``budget_hit``); given again, it continues that walk (objects it saw are not listed again).
-    ``max_depth`` (default: none) stops descending below that depth.
+    ``max_depth`` (default: none) stops descending below that depth.  Each path is a str, as
+    long as its depth makes it (`walk_paths` shares the prefixes of deep paths).
     """
+    return _reach(roots, walk, max_depth, str, str.__add__)
+
+
+def walk_paths(
+    roots: Mapping[str, Any], table: PathTable, walk: Walk | None = None
+) -> Iterator[tuple[str | WalkPath, Any]]:
+    """Yield what `reachable` yields, with each deep path a `WalkPath` of ``table``.
+
+    For what keeps the path of every object (a fingerprint): the strs of a deep chain of
+    objects take memory quadratic in its length, these paths linear.  Walks over one
+    ``table`` give equal paths (the same str, or the same WalkPath) for the same path.
+    """
+    return _reach(roots, walk, None, str, table.path)
+
+
+def _reach(
+    roots: Mapping[str, Any],
+    walk: Walk | None,
+    max_depth: int | None,
+    root_path: Callable[[str], P],
+    extend: Callable[[P, str], P],
+) -> Iterator[tuple[P, Any]]:
+    """Walk for `reachable` and `walk_paths`: paths start as ``root_path(name)``."""
     walk = Walk() if walk is None else walk
     seen = walk.seen
-    stack = [(name, obj, 0) for name, obj in reversed(list(roots.items()))]
+    stack = [(root_path(name), obj, 0) for name, obj in reversed(list(roots.items()))]
     while stack:
         path, obj, depth = stack.pop()
         if not _is_atom(obj):  # small ints and strings are shared objects: list each use
@@ -264,7 +345,7 @@ def reachable(
         yield path, obj
         if max_depth is None or depth < max_depth:
             found = [
-                (path + suffix, child, depth + 1)
+                (extend(path, suffix), child, depth + 1)
                 for suffix, child in children(obj)
                 if id(child) not in seen or _is_atom(child)
             ]
@@ -312,21 +393,22 @@ class Protection:
 
 
 def make_read_only(
-    roots: Mapping[str, Any], found: Iterable[tuple[str, Any]] | None = None
+    roots: Mapping[str, Any], found: Iterable[tuple[str | WalkPath, Any]] | None = None
 ) -> Protection:
     """Make every writeable numpy array reachable from ``roots`` read-only, where restorable.
 
-    ``found``: what `reachable` gave for ``roots`` already (it is not walked again).
+    ``found``: what `reachable` (or `walk_paths`) gave for ``roots`` already (it is not walked
+    again).
     """
     walk = Walk()
-    arrays: list[tuple[str, np.ndarray]] = []
-    unprotected: list[tuple[str, np.ndarray]] = []
+    arrays: list[tuple[str | WalkPath, np.ndarray]] = []
+    unprotected: list[tuple[str | WalkPath, np.ndarray]] = []
     for path, obj in reachable(roots, walk) if found is None else found:
         if isinstance(obj, np.ndarray) and obj.flags.writeable:
             (arrays if _restorable(obj) else unprotected).append((path, obj))
     for _, array in arrays:
         array.flags.writeable = False
-    return Protection([a for _, a in arrays], [p for p, _ in unprotected], walk)
+    return Protection([a for _, a in arrays], [str(p) for p, _ in unprotected], walk)
 
 
 def _restore(protection: Protection) -> None:
@@ -348,7 +430,9 @@ def _restore(protection: Protection) -> None:
 
 @contextmanager
 def read_only_arrays(
-    roots: Mapping[str, Any], warn: bool = True, found: Iterable[tuple[str, Any]] | None = None
+    roots: Mapping[str, Any],
+    warn: bool = True,
+    found: Iterable[tuple[str | WalkPath, Any]] | None = None,
 ) -> Iterator[Protection]:
     """Make every writeable numpy array reachable from ``roots`` read-only for the block.
 
@@ -447,17 +531,21 @@ def fingerprint(roots: Mapping[str, Any], walk: Walk | None = None) -> dict[str,
     return tokens(reachable(roots, walk), walk)
 
 
-def tokens(found: Iterable[tuple[str, Any]], walk: Walk) -> dict[str, str]:
-    """Return the fingerprint of what `reachable` gave (``walk`` budgets the hashing)."""
+def tokens(found: Iterable[tuple[P, Any]], walk: Walk) -> dict[P, str]:
+    """Return the fingerprint of what `reachable` or `walk_paths` gave (``walk`` budgets it)."""
     return {path: _token(obj, walk) for path, obj in found}
 
 
-def changes(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    """Describe what differs between two fingerprints: ``path: before -> after``."""
+def changes(before: Mapping[P, str], after: Mapping[P, str]) -> list[str]:
+    """Describe what differs between two fingerprints: ``path: before -> after``.
+
+    The fingerprints' paths are strs, or `WalkPath` of one `PathTable` (spelt out here, for
+    what differs only).
+    """
     if before == after:
         return []
-    differing = [p for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
+    differing = [(str(p), p) for p in before.keys() | after.keys() if before.get(p) != after.get(p)]
     return [
-        f"{path}: {before.get(path, '(absent)')} -> {after.get(path, '(absent)')}"
-        for path in sorted(differing)
+        f"{text}: {before.get(path, '(absent)')} -> {after.get(path, '(absent)')}"
+        for text, path in sorted(differing, key=lambda found: found[0])
     ]

@@ -61,9 +61,9 @@ class ModelSpec(Model):
     ------
     TypeError, ValueError
         A bad part: ``simulate`` not callable, ``args`` not a tuple or list, ``kwargs`` not a
-        mapping or with a key that is not a str, ``state`` without ``inject`` or the reverse, ``inject`` not a keyword of
-        ``simulate`` or also a key of ``kwargs``, ``ragged`` not a tuple or list of names,
-        ``warmup`` neither a bool nor callable.
+        mapping or with a key that is not a str, ``state`` without ``inject`` or the reverse,
+        ``inject`` not a keyword of ``simulate`` or also a key of ``kwargs``, ``ragged`` not a
+        tuple or list of names, ``warmup`` neither a bool nor callable.
     """
 
     def run(self, n_realizations: int, **options: Unpack[RunOptions]) -> xr.Dataset:
@@ -73,7 +73,8 @@ class ModelSpec(Model):
 
     def check(self, **options: Unpack[CheckOptions]) -> CheckReport:
         """Run the thread-safety `check` on this model, with the check's ``options``."""
-        return check(as_model(self, options, "ModelSpec.check", CheckOptions.__optional_keys__), **options)
+        own = as_model(self, options, "ModelSpec.check", CheckOptions.__optional_keys__)
+        return check(own, **options)
 
     def check_picklable(self) -> None:
         """Check that this model can be sent to dask workers (see `check_picklable`)."""
