@@ -228,6 +228,52 @@ def test_a_check_over_its_budget_fails_and_says_how_to_raise_it() -> None:
         te.check(writes_deep_in_scratch, args=(model,), max_objects=0)
 
 
+class Link:
+    def __init__(self, next: "Link | None") -> None:
+        self.next = next
+        self.count = 0
+        self.table = np.zeros(5000)  # 40 kB, read-only during the check
+
+
+def deep_chain(depth: int) -> Link:
+    head = None
+    for _ in range(depth):
+        head = Link(head)
+    assert head is not None
+    return head
+
+
+def last_link(head: Link) -> Link:
+    while head.next is not None:
+        head = head.next
+    return head
+
+
+def test_a_change_deep_in_a_chain_of_objects_is_named_by_its_whole_path() -> None:
+    """The check's fingerprints share the prefixes of deep paths: memory linear in the depth."""
+    head = deep_chain(3000)
+
+    def counts(model: Link) -> dict[str, Any]:
+        last_link(model).count += 1
+        return {"x": te.get_rng().random(2)}
+
+    report = te.check(counts, args=(head,), sample=2, n_workers=2, max_bytes=10**9)
+    assert report.causes == {Cause.SHARED_OBJECT_CHANGED}, str(report)[:2000]
+    assert "args[0]" + ".next" * 2999 + ".count: 0 -> " in str(report)
+    # An array over the budget, deep down, that was read-only: named whole as well.
+    # max_bytes: room for the deepest table (walked first) only
+    passed = te.check(
+        lambda model: {"x": te.get_rng().random(2)},
+        args=(deep_chain(60),),
+        sample=2,
+        n_workers=2,
+        max_bytes=40_000,
+    )
+    assert passed.ok and passed.budget_hit, str(passed)
+    expected = {"args[0]" + ".next" * k + ".table" for k in range(59)}
+    assert set(passed.unhashed_read_only) == expected
+
+
 def calibration_attrs(where: str) -> Any:
     """A model whose attributes (not its data) come from a generator nothing reseeds."""
     hidden = random.Random(1)  # inside a function: not watched, found by the outputs only

@@ -228,3 +228,39 @@ def test_run_and_check_warmup_warm_up_a_model_whose_spec_does_not(tmp_path: Path
     checked = cli("check", "lazymodel:build", "-p", "warmup=False", "--warmup", "--sample", "4",
                   "-j", "2", cwd=tmp_path)  # fmt: skip
     assert checked.returncode == 0, checked.stdout
+
+
+OWN_WARMUP_MODEL = """
+import numpy as np
+import threadensemble as te
+
+
+def simulate(*, st):
+    if "table" not in st:
+        st["table"] = te.get_rng().standard_normal(3)
+    return {"x": st["table"] + te.get_rng().standard_normal(3)}
+
+
+def prime(*, st):
+    st["table"] = np.arange(3.0)
+
+
+def build():
+    return te.ModelSpec(simulate, state={}, inject="st", warmup=prime)
+"""
+
+
+def test_warmup_keeps_the_models_own_warmup_function(tmp_path: Path) -> None:
+    (tmp_path / "primed.py").write_text(OWN_WARMUP_MODEL)
+    for out, flags in [("plain", []), ("flag", ["--warmup"])]:
+        result = cli("run", "primed:build", "-n", "3", "-j", "2", "-o", out, "-q", *flags,
+                     cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    plain = te.open_ensemble(tmp_path / "plain")
+    xr.testing.assert_identical(plain, te.open_ensemble(tmp_path / "flag"))
+    resumed = cli("run", "primed:build", "-n", "3", "-j", "2", "-o", "plain", "-q", "--warmup",
+                  cwd=tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "3 realizations (0 computed now" in resumed.stdout
+    checked = cli("check", "primed:build", "--warmup", "--sample", "3", "-j", "2", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout

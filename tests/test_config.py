@@ -61,6 +61,24 @@ CASES: list[tuple[dict[str, Any], type[Exception], str]] = [
     ({"kwargs": [("a", 1)]}, TypeError, r"kwargs must be a mapping .*got \[\('a', 1\)\]"),
     ({"output_dir": ""}, ValueError, "output_dir must name a directory, got ''"),
     ({"lazy": True, "ragged": ["e"]}, ValueError, r"lazy=True cannot be combined with ragged"),
+    ({"kwargs": {1: 2.0}}, TypeError, r"kwargs keys must be str .*got the key 1 \(int\)"),
+    ({"ragged": None}, TypeError, r"ragged must be a sequence of dimension names .*got None"),
+    ({"ragged": {"event": 1}}, TypeError, r"\(a tuple or list of str\), got \{'event': 1\}"),
+    ({"ragged": (d for d in ["e"])}, TypeError, r"\(a tuple or list of str\), got <generator"),
+    ({"ragged": ["e", 3]}, TypeError, r"got \['e', 3\], which holds 3"),
+    *(
+        (
+            {"inject": "vgs", "state": {}, "share_state": True, "private_state": private},
+            TypeError,
+            rf"private_state must be a list of paths .*\(a tuple or list of str\), got {shown}",
+        )
+        for private, shown in [
+            (None, "None"),
+            ((p for p in ["*.x"]), "<generator"),
+            ({"*.x"}, r"\{'\*\.x'\}"),
+            (["*.x", 3], r"\['\*\.x', 3\], which holds 3"),
+        ]
+    ),
 ]
 
 

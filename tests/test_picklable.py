@@ -31,6 +31,30 @@ def test_names_the_innermost_unpicklable_object() -> None:
         te.check_picklable(takes_work, state=[weakref.ref(Model)], inject="work")
 
 
+class Node:
+    def __init__(self, next: "Node | None") -> None:
+        self.next = next
+
+
+def test_a_deep_path_is_shown_by_its_two_ends_and_its_depth() -> None:
+    head = Node(None)
+    head.lock = threading.Lock()  # type: ignore[attr-defined]
+    for _ in range(999):
+        head = Node(head)
+    with pytest.raises(TypeError) as refused:
+        te.check_picklable(print, args=(head,))
+    message = str(refused.value)
+    start, _, rest = message.partition(" ... ")
+    assert start == "args[0]" + (".next" * 20)[:93], message[:300]
+    end = f".lock (a path 1000 levels deep, {7 + 5 * 999 + 5:,} characters) cannot be pickled"
+    assert rest.startswith(".next" * 19 + end), message[:300]
+    assert len(message) < 700
+    held = Node(None)
+    held.lock = threading.Lock()  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"^args\[0\]\.next\.lock cannot be pickled \("):
+        te.check_picklable(print, args=(Node(held),))  # a short path is shown whole
+
+
 def test_closures_are_searched_too() -> None:
     lock = threading.Lock()
 

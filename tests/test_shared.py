@@ -1,6 +1,7 @@
 import datetime
 import functools
 import pickle
+import tracemalloc
 import warnings
 import weakref
 from typing import Any
@@ -10,11 +11,14 @@ import pytest
 import xarray as xr
 
 from threadensemble._shared import (
+    PathTable,
     Walk,
     changes,
     fingerprint,
     reachable,
     read_only_arrays,
+    tokens,
+    walk_paths,
 )
 
 
@@ -53,6 +57,56 @@ def test_any_depth_is_walked_each_object_once() -> None:
     paths = [path for path, _ in reachable({"x": nested})]
     assert "x['a']['b']['c']['d']['e']['f']" in paths
     assert len(paths) == len(set(paths))
+
+
+class Node:
+    def __init__(self, next: "Node | None") -> None:
+        self.next = next
+        self.count = 0
+
+
+def chain(depth: int) -> Node:
+    head = None
+    for _ in range(depth):
+        head = Node(head)
+    assert head is not None
+    return head
+
+
+def test_walk_paths_are_the_paths_of_reachable_and_shared_between_walks() -> None:
+    roots = {"args[0]": chain(300), "args[1]": {"a": [np.zeros(2)]}}  # deep and shallow paths
+    expected = [(path, id(obj)) for path, obj in reachable(roots)]
+    table = PathTable()
+    first, again = list(walk_paths(roots, table)), list(walk_paths(roots, table))
+    assert [(str(path), id(obj)) for path, obj in first] == expected
+    assert [p for p, _ in first] == [p for p, _ in again]  # WalkPaths: the same objects
+    assert not all(isinstance(path, str) for path, _ in first)  # deep ones share prefixes
+    deepest = "args[0]" + ".next" * 299
+    assert [str(p) for p, _ in first if str(p).startswith(deepest)] == [
+        deepest,
+        deepest + ".next",  # None
+        deepest + ".count",
+    ]
+
+
+def test_fingerprints_of_a_deep_chain_take_memory_linear_in_its_depth() -> None:
+    """A path per object, each a str of its depth's length, would take quadratic memory."""
+    peaks = {}
+    for depth in (5_000, 20_000):
+        head, table = chain(depth), PathTable()
+        tracemalloc.start()
+        walk = Walk()
+        before = tokens(walk_paths({"m": head}, table, walk), walk)
+        tail = head
+        while tail.next is not None:
+            tail = tail.next
+        tail.count += 1
+        found = changes(before, tokens(walk_paths({"m": head}, table), Walk()))
+        peaks[depth] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert found == ["m" + ".next" * (depth - 1) + ".count: 0 -> 1"]
+    assert peaks[20_000] < 8 * peaks[5_000], peaks  # quadratic: 16 times; linear: 4
+    assert peaks[20_000] < 40e6, peaks  # the strs of the paths alone: 2 GB
 
 
 def test_budget_is_reported_when_hit() -> None:

@@ -74,6 +74,30 @@ def test_a_model_spec_and_model_keywords_is_a_type_error() -> None:
         te.simulate_ensemble(spec, 2, args=(2.0,))
 
 
+def test_model_spec_methods_name_themselves_when_given_model_keywords() -> None:
+    spec = te.ModelSpec(draw, args=(1.0,), state=[], inject="counter")
+    change = r"dataclasses\.replace\(model, warmup=\.\.\.\)"
+    with pytest.raises(TypeError, match=r"^ModelSpec\.run\(\) got the model keywords warmup=: "):
+        spec.run(2, warmup=True, progress=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=change):
+        spec.run(2, warmup=True, progress=False)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^ModelSpec\.check\(\) got the model keywords warmup="):
+        spec.check(warmup=True)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match=r"^ModelSpec\.run\(\) got an unexpected keyword "):
+        spec.run(2, n_worker=2)  # type: ignore[call-arg]
+
+
+def test_model_specs_are_equal_by_identity_and_hashable() -> None:
+    """Array parts are not compared element by element: fingerprint() compares contents."""
+    a = te.ModelSpec(draw, args=(np.zeros(3),), state=[], inject="counter")
+    b = te.ModelSpec(draw, args=(np.zeros(3),), state=[], inject="counter")
+    assert a == a and a != b and (a == b) is False
+    assert {a: 1, b: 2}[a] == 1 and len({a, b, a}) == 2
+    assert hash(a) == hash(a) and dataclasses.replace(a) != a
+    assert a.fingerprint() == b.fingerprint()
+    assert a.fingerprint() != dataclasses.replace(b, args=(np.ones(3),)).fingerprint()
+
+
 def test_model_parts_are_the_fields_of_model_spec() -> None:
     fields = {f.name for f in dataclasses.fields(te.ModelSpec)} - {"simulate", "description"}
     assert set(te.ModelParts.__optional_keys__) == fields

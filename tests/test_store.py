@@ -96,6 +96,23 @@ def test_another_configuration_is_refused_and_nothing_is_touched(tmp_path: Path)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
 
 
+def prime(scale: float, *, state: Buffers) -> None:
+    """A model's own warm-up function."""
+    state.values[:] = scale
+
+
+def test_a_changed_warmup_is_named_once_by_its_values(tmp_path: Path) -> None:
+    """warmup=True in place of a warm-up function: not "warmup: absent here" (it is True here)."""
+    run(tmp_path, n=2, warmup=prime)
+    for warmup, here in [(True, "True"), (False, "False")]:
+        with pytest.raises(te.OutputDirError) as refused:
+            run(tmp_path, n=2, warmup=warmup)
+        message = str(refused.value)
+        assert f"(warmup: 'test_store:prime' there, {here} here)" in message, message
+        assert "absent" not in message
+    run(tmp_path, n=2, warmup=prime)  # the same warm-up function: resumed
+
+
 def test_overwrite_replaces_only_our_files(tmp_path: Path) -> None:
     run(tmp_path, n=4)
     mine = tmp_path / "notes.txt"

@@ -6,7 +6,9 @@ cannot enforce that, so this module offers two checks: `read_only_arrays` sets
 raises at the offending line instead of corrupting other realizations), and `fingerprint`
 summarises the reachable objects so that any other change can be found afterwards.  Both walk
 the whole object graph once (each object once, whatever its depth), within a `Walk` budget that
-says when it was hit.
+says when it was hit.  What keeps the path of every object (the check's fingerprints) walks with
+`walk_paths`, whose deep paths share their prefixes (`WalkPath`): memory linear in the objects,
+where a str per path of a chain of objects would take memory quadratic in its length.
 
 An array is made read-only only when numpy will let its flag be restored: an array whose memory
 belongs to an immutable buffer (the ``bytes`` of a pickle, for arrays over 1,000 bytes unpickled
