@@ -7,14 +7,17 @@
 A run with ``output_dir`` fingerprints ``simulate``, ``args``, ``kwargs`` and ``state`` once,
 in the calling thread, before anything starts (`threadensemble._identity`); in-memory runs do
 not.  This prints the fingerprint's time (median of ``--repeats``) for a synthetic model of
-``--megabytes`` (four large float arrays plus 100 000 small objects) and for every example
-model, with the time of one realization of that example for scale.
+``--megabytes`` (four large float arrays plus 100 000 small objects), for a million small
+objects of a class of the user's (``--objects``), for every example model and for fire at
+the pool benchmark's long parameters, with the time of one realization for scale, and the
+growth of the peak resident memory during the million objects' fingerprint.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +49,16 @@ def _big_model(megabytes: int) -> dict[str, Any]:
     }
 
 
+class Station:
+    """A small object of the user's code: the million-object model is a list of these."""
+
+    def __init__(self, index: int) -> None:
+        self.index, self.name, self.coef = index, f"S{index}", 0.5 * index
+
+
+FIRE_LONG = {"rows": 120, "cols": 160, "horizon": 480.0}  # benchmarks/pools/run.py's long case
+
+
 def _roots(spec: te.ModelSpec) -> dict[str, Any]:
     roots: dict[str, Any] = {"simulate": spec.simulate}
     roots.update({f"args[{i}]": a for i, a in enumerate(spec.args)})
@@ -59,9 +72,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--objects", type=int, default=1_000_000)
     options = parser.parse_args(argv)
     print(f"{te.runtime_info().describe()}, median of {options.repeats}")
     print(f"{'model':<22} {'fingerprint s':>14} {'1 realization s':>16} {'recorded paths':>15}")
+    stations = [Station(i) for i in range(options.objects)]
+    roots = {"simulate": Station, "args[0]": stations}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    seconds = _median_seconds(functools.partial(model_fingerprint, roots), options.repeats)
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak) / 1024
+    label = f"{options.objects:,} objects"
+    print(f"{label:<22} {seconds:>14.3f} {'':>16} {len(model_fingerprint(roots).paths):>15}"
+          f"   (peak RSS +{grown:.0f} MB)")  # fmt: skip
+    del stations, roots
     big = _big_model(options.megabytes)
     parts = {
         f"{options.megabytes} MB synthetic": big,
@@ -74,8 +97,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         paths = len(model_fingerprint(roots).paths)
         print(f"{label:<22} {seconds:>14.3f} {'':>16} {paths:>15}")
     del big, parts
-    for name in EXAMPLES:
-        spec = build_spec(name)
+    cases = [(name, build_spec(name)) for name in EXAMPLES]
+    long = [f"{k}={v}" for k, v in FIRE_LONG.items()]
+    cases.append(("fire 120x160, 480 min", build_spec("fire", long)))
+    for name, spec in cases:
         roots = _roots(spec)
         seconds = _median_seconds(functools.partial(model_fingerprint, roots), options.repeats)
         paths = len(model_fingerprint(roots).paths)
