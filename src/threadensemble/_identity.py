@@ -1168,7 +1168,11 @@ def model_fingerprint(roots: Mapping[str, Any]) -> Fingerprint:
 
 def _fingerprint(roots: Mapping[str, Any], fast: bool) -> Fingerprint:
     walk = _Walk(fast)
-    digests = {name: _sha(walk.digest(name, obj).encode()) for name, obj in roots.items()}
+    try:
+        digests = {name: _sha(walk.digest(name, obj).encode()) for name, obj in roots.items()}
+    finally:  # its picklers refer to it: free its caches now, not at the next collection
+        walk.picklers.clear()
+        walk.describer = None
     total = _sha("\0".join(f"{name}\0{d}" for name, d in digests.items()).encode())
     return Fingerprint(total, digests, walk.records(), walk.opaque)
 
