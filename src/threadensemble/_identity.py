@@ -10,6 +10,28 @@ its own content and its children's digests, so a shared object hashes the same w
 reached (its digest is computed once) and a cycle is named by the path of the ancestor it
 returns to.
 
+Below the recorded paths (the `MAX_RECORDED_PATHS` shallowest, which `differences` names) the
+walk hands what is left to regions (`_Walk._region`): the remaining children of a node too deep
+to be recorded are written by a C `pickle.Pickler` in fast mode (no memo, so the bytes never
+depend on which strings or containers are shared), protocol 3, into SHA-256.  Lists, tuples,
+dicts (exact types, in their order) and scalars (by type and bits) are written by the pickler;
+the objects of the user's plain classes (``__dict__`` and slots only) and the user's functions
+are numbered as first reached and written afterwards, breadth first, each once (their class by
+its digest and slot names, their ``__dict__`` in insertion order, slots, a function by what the
+walk reads of it), so pickle never recurses through the object graph; a weak reference by its
+referent; everything else (code, classes, modules, arrays, numpy scalars, sets and their
+subclasses, what the walk reads specially) by the walk's digest, so its semantics stay the
+walk's.  An exact set is pickled in hash order: the part holding one is walked instead.  The
+route is a function of content only: records and regions depend on the walk's order, which
+follows content (set elements are walked with no regions below them), and the walk runs in a
+new thread at a fixed distance from the recursion limit, so containers nested too deep for
+pickle fall back to the walk whatever the caller's stack depth or recursion limit.  A region
+that cannot be read by content (unreadable objects, nesting too deep) is undone, and the walk
+hashes everything after it without regions.  A region's digest is tagged; an object numbered in
+a region and reached again is hashed by its number (its record shows its own attributes).  In
+regions, which objects of the user's classes are shared is content: one object reached twice
+and two equal objects are different models (the walk counts both the same).
+
 What is hashed, and how:
 
 * numpy arrays: dtype, shape and the raw buffer (so NaN, NaT and datetime64 values by their
@@ -41,6 +63,10 @@ What is hashed, and how:
 
 What cannot be read (an open file, a generator, an extension object that cannot be reduced) is
 listed in `Fingerprint.opaque`, never skipped silently: the caller then asks for ``run_id``.
+
+Cost (``python -m benchmarks.fingerprint``, CPython 3.11, busy 2-CPU machine): fire's 98,000
+objects 0.065 s (0.47 s walked), a million small objects 1.7 s (12.9 s) with about 110 bytes
+of numbering per object (the walk kept about 400); see docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -576,7 +602,7 @@ def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str
     return f"{repr(head)[: _SHOWN - 15]}... {digest[1:9]}"
 
 
-FAST_ROUTE = True  # hash what lies below the recorded paths with `pickle` (see `_Region`)
+FAST_ROUTE = True  # hash what lies below the recorded paths with `pickle` (`_Walk._region`)
 _FAST_HEADROOM = 900  # Python frames a walk with regions gets below the recursion limit
 _FAST_BATCH = 512  # object bodies pickled per ``dump``
 
