@@ -271,3 +271,23 @@ def test_many_small_objects_cost_little_memory_per_object() -> None:
     finally:
         tracemalloc.stop()
     assert peak / len(objects) < 250  # bytes per object (the walk alone kept about 450)
+
+
+def test_an_object_pickled_in_a_region_and_listed_again_is_named_when_it_changes() -> None:
+    """Its record, where it is reached again among the recorded paths, shows its own content."""
+
+    def model() -> dict[str, Any]:
+        head = chain()
+        nodes, node = [], head
+        while node is not None:
+            nodes.append(node)
+            node = node.after
+        return {"chain": head, "deepest": nodes[-300:]}  # reached first deep in the chain
+
+    before = fingerprint(model())
+    assert fingerprint(model()).record() == before.record()
+    changed = model()
+    changed["deepest"][3].weight += 1.0
+    found = differences(before.record(), fingerprint(changed).record())
+    assert len(found) == 2  # where it was reached first (in a region), and where it is listed
+    assert found[1].startswith("args[0]['deepest'][3]: Link "), found

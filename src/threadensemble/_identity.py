@@ -800,9 +800,13 @@ class _Walk:
             done, digest, record = self.done[key]
             self._note(depth, parent, suffix, record, done)
             return digest
-        if key in self.numbers:  # pickled in a region: by its number
-            self._note(depth, parent, suffix, self._described(obj) if depth < self.too_deep else "")
-            return f"r{self.numbers[key]}"
+        if key in self.numbers:  # pickled in a region: by its number (and own content if shown)
+            if depth >= self.too_deep:
+                self._note(depth, parent, suffix, "")
+                return f"r{self.numbers[key]}"
+            described = self._described(obj)
+            self._note(depth, parent, suffix, described)
+            return f"r{self.numbers[key]} {described}"
         if (type(obj) in _ARRAYS and not obj.dtype.hasobject) or isinstance(obj, np.generic):
             leaf = _token(obj)
             assert leaf is not None
@@ -949,9 +953,9 @@ class _Walk:
         objects of the user's plain classes are numbered as first reached and written after
         it, one by one (`_body`), so that pickle never recurses through the object graph and
         every object is written once; everything else is hashed by the walk and written as
-        its digest (`_reduce`).  When the region cannot be pickled by content alone (a set,
-        containers nested too deep, content that cannot be read), it is undone and the walk
-        goes on as without regions, for the rest of this walk.
+        its digest (`_reduce`); a part holding a set is walked (`_dump`).  When the region
+        cannot be pickled by content alone (containers nested too deep, content that cannot
+        be read), it is undone and the walk goes on without regions, for the rest of this walk.
         """
         first = next(frame.children, None)
         if first is None:
