@@ -60,6 +60,20 @@ def test_ragged_sizes_are_ignored_in_layouts() -> None:
     check_layout(long, short, 0)
 
 
+def test_a_layout_like_the_template_is_the_layout() -> None:
+    def grid(x: Any) -> xr.Dataset:
+        return xr.Dataset({"u": ("x", np.zeros(len(x)))}, coords={"x": x})
+
+    template = layout_of(grid(np.arange(10.0)))
+    assert layout_of(grid(np.arange(10.0)), like=template) == template
+    # values, dtype or shape of their own: their own preview, as without a template
+    for x in (np.arange(10.0) + 0.5, np.arange(10, dtype="f4"), np.arange(11.0)):
+        layout = layout_of(grid(x), like=template)
+        assert layout == layout_of(grid(x))
+        with pytest.raises(InconsistentRealizationError):
+            check_layout(layout, template, 0)
+
+
 def test_assemble_orders_by_index_and_keeps_common_attrs() -> None:
     parts = [
         xr.Dataset({"a": ((), float(k))}, attrs={"run": "r1", "realization": k}) for k in (2, 0, 1)

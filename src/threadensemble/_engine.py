@@ -415,7 +415,8 @@ class _Run:
                     outcome = netcdf_ready(outcome)
                 except UnstorableOutputError as exc:
                     raise _stopped_at(index, exc) from exc
-            layout = layout_of(outcome, self.config.ragged)
+            like = self.template[1] if self.template is not None else None
+            layout = layout_of(outcome, self.config.ragged, like)
         if self.template is None:
             self.template = (index, layout)
             if self.store is not None:
