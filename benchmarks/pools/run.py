@@ -14,8 +14,10 @@ psutil samples the summed PSS of its process tree (`benchmarks.pools.memory`).
 
 Each example runs at two lengths: ``short`` (a few seconds serially: start-up matters) and,
 with ``--long``, ``long``: realizations scaled up so that the serial loop takes at least
-``--long-seconds`` (20).  ``--repeats`` interleaved runs per row (median); one more run per
-runner at ``--memory-workers`` (8) measures memory, at the short length.  Free-threaded
+``--long-seconds`` (20).  ``--example`` and ``--runner`` (repeatable) restrict the run to
+some examples and runners (the serial loop always runs).  ``--repeats`` interleaved runs per
+row (median); one more run per runner at ``--memory-workers`` (8) measures memory, at the
+short length.  Free-threaded
 interpreters run with ``PYTHON_GIL=0``; BLAS and OpenMP pools are limited to one thread.
 Writes ``processes.json``, ``processes.md`` and ``processes.png`` into ``--out``.
 """
@@ -207,7 +209,9 @@ def run_interpreter(interpreter: Interpreter, args: argparse.Namespace) -> dict[
     rows: list[dict[str, Any]] = []
     gate = IdleGate(IDLE_WAIT_S, IDLE_BUDGET_S)
     loadavg_before, start = loadavg(), time.time()
-    runners = interpreter.runners()
+    runners = [
+        r for r in interpreter.runners() if not args.runners or r == "serial" or r in args.runners
+    ]
     unavailable: dict[str, str] = {}  # "example / runner" -> why it could not run
     for example in args.examples:
         spec = CASES[example]
@@ -301,6 +305,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-workers", type=int, help="workers of the memory run (8)")
     parser.add_argument("--repeats", type=int, help="timed runs per runner (default 3, smoke 1)")
     parser.add_argument("--example", dest="examples", action="append", choices=list(CASES))
+    parser.add_argument(
+        "--runner",
+        dest="runners",
+        action="append",
+        choices=list(RUNNERS),
+        help="only this runner, and the serial loop (repeatable; default: all)",
+    )
     parser.add_argument("--out", type=Path, help="default docs/benchmarks (smoke: a temp dir)")
     args = parser.parse_args(argv)
     smoke_out = Path(tempfile.gettempdir()) / "threadensemble-processes-smoke"
