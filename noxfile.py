@@ -282,8 +282,9 @@ def processes(session: nox.Session) -> None:
     """threadensemble against thread and process pools, 3.13 and 3.13t: docs/benchmarks/processes.*.
 
     Arguments after ``--`` go to ``python -m benchmarks.pools`` (``--smoke``, ``--long``,
-    ``--workers``, ``--repeats``, ``--example``, ``--out``).  The short length takes about 30
-    minutes, ``-- --long`` about 1.5 hours more (see docs/benchmarks.md); ``-- --smoke`` a few.
+    ``--workers``, ``--repeats``, ``--example``, ``--runner``, ``--out``).  The short length
+    takes about 30 minutes, ``-- --long`` about 1.5 hours more (see docs/benchmarks.md);
+    ``-- --smoke`` a few.
     mpire is installed into the benchmark environments only.
     """
     bases = _same_source_pythons(session)
