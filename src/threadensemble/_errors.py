@@ -1,10 +1,10 @@
-"""Exceptions raised by threadensemble."""
+"""Exceptions raised by threadensemble, and the check of a list-of-names argument."""
 
 from __future__ import annotations
 
 import shutil
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 _MAX_TRACEBACKS = 3  # tracebacks shown as notes; a systematic bug would repeat the same one
@@ -17,6 +17,7 @@ __all__ = [
     "SharedStateWriteError",
     "UnstorableOutputError",
     "WorkerInitError",
+    "str_tuple",
     "write_error",
 ]
 
@@ -113,3 +114,17 @@ def write_error(path: Path, cause: BaseException, size: int) -> OutputWriteError
         f"could not write {str(path)!r} ({size} bytes of data; {free} on its file system): "
         f"{type(cause).__name__}: {cause}"
     )
+
+
+def str_tuple(value: object, rule: str) -> tuple[str, ...]:
+    """Return ``value``, a tuple or list of str, as a tuple; else a TypeError stating ``rule``.
+
+    A str, a generator, a set or a dict is refused (never consumed): ``rule`` says what is
+    wanted, e.g. ``"ragged must be a sequence of dimension names (a tuple or list of str)"``.
+    """
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+        raise TypeError(f"{rule}, got {value!r}")
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"{rule}, got {value!r}, which holds {item!r}")
+    return tuple(value)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from ._errors import str_tuple
 from ._identity import Fingerprint, model_fingerprint
 from ._rng import SeedLike
 from ._shared import context_roots
@@ -107,20 +108,16 @@ class Model:
                     f"inject={self.inject!r} was given without state: there is nothing to inject"
                 )
             _check_inject(simulate, self.inject, kw)
-        ragged = self.ragged
-        rule = "ragged must be a sequence of dimension names (a tuple or list of str)"
-        if isinstance(ragged, str | bytes) or not isinstance(ragged, Sequence):
-            raise TypeError(f"{rule}, got {ragged!r}")
-        for name in ragged:
-            if not isinstance(name, str):
-                raise TypeError(f"{rule}, got {ragged!r}, which holds {name!r}")
+        ragged = str_tuple(
+            self.ragged, "ragged must be a sequence of dimension names (a tuple or list of str)"
+        )
         if not isinstance(self.warmup, bool) and not callable(self.warmup):
             raise TypeError(
                 f"warmup must be True, False or a callable like simulate, got {self.warmup!r}"
             )
         object.__setattr__(self, "args", tuple(args))
         object.__setattr__(self, "kwargs", kw)
-        object.__setattr__(self, "ragged", tuple(ragged))
+        object.__setattr__(self, "ragged", ragged)
 
     def fingerprint(self) -> ModelFingerprint:
         """Return the content fingerprint of this model: equal models, equal digests.

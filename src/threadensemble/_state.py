@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import SharedStateWriteError, WorkerInitError
+from ._errors import SharedStateWriteError, WorkerInitError, str_tuple
 from ._shared import children, reachable
 
 __all__ = [
@@ -82,13 +82,10 @@ def private_patterns(share_state: bool, private_state: Sequence[str]) -> tuple[s
     """
     if not isinstance(share_state, bool):
         raise TypeError(f"share_state must be True or False, got {share_state!r}")
-    rule = "private_state must be a list of paths like 'state.buffer' (a tuple or list of str)"
-    if isinstance(private_state, str | bytes) or not isinstance(private_state, Sequence):
-        raise TypeError(f"{rule}, got {private_state!r}")
-    for pattern in private_state:
-        if not isinstance(pattern, str):
-            raise TypeError(f"{rule}, got {private_state!r}, which holds {pattern!r}")
-    patterns = tuple(private_state)
+    patterns = str_tuple(
+        private_state,
+        "private_state must be a list of paths like 'state.buffer' (a tuple or list of str)",
+    )
     if patterns and not share_state:
         raise ValueError(
             "private_state was given without share_state=True: without sharing, every array of "
