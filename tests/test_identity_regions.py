@@ -291,3 +291,114 @@ def test_an_object_pickled_in_a_region_and_listed_again_is_named_when_it_changes
     found = differences(before.record(), fingerprint(changed).record())
     assert len(found) == 2  # where it was reached first (in a region), and where it is listed
     assert found[1].startswith("args[0]['deepest'][3]: Link "), found
+
+
+# The adversarial cases: each at the root (walk) and hung below the recorded paths (regions).
+class AttrDict(dict[str, int]):
+    pass
+
+
+class AttrList(list[int]):
+    pass
+
+
+class AttrSet(set[int]):
+    pass
+
+
+class SlotList(list[int]):
+    __slots__ = ("k",)
+
+
+class Chained:
+    def __init__(self, after: Any) -> None:
+        self.after = after
+
+
+class Site:
+    def __init__(self, name: str) -> None:
+        self.name, self.neighbours = name, list[Any]()
+
+
+def _with(obj: Any, value: Any) -> Any:
+    obj.k = value
+    return obj
+
+
+def _defaultdict(factory: Any) -> Any:
+    import collections
+
+    made = collections.defaultdict(factory)
+    made["a"] = 1
+    return made
+
+
+def _routes(obj: Any) -> list[Any]:
+    deep: Any = obj
+    for _ in range(1100):
+        deep = Chained(deep)
+    return [obj, deep]
+
+
+def _extra_state_cases() -> list[tuple[str, Callable[[Any], Any], Any, Any]]:
+    import collections
+    import math
+    import operator
+
+    return [
+        ("dict subclass attribute", lambda v: _with(AttrDict(a=1), v), 1, 1000),
+        ("list subclass attribute", lambda v: _with(AttrList([1]), v), 1, 1000),
+        ("list subclass slot", lambda v: _with(SlotList([1]), v), 1, 1000),
+        ("set subclass attribute", lambda v: _with(AttrSet({1}), v), 1, 1000),
+        ("defaultdict factory", _defaultdict, int, list),
+        ("deque maxlen", lambda m: collections.deque([1], maxlen=m), 3, 4),
+        ("ChainMap maps", lambda v: collections.ChainMap({"a": 1}, {"a": v}), 2, 3),
+        ("bound builtin", lambda v: v.append, [1], [2]),
+        ("ufunc", lambda v: v, np.add, np.subtract),
+        ("operator", lambda v: v, operator.add, operator.sub),
+        ("math", lambda v: v, math.sin, math.cos),
+        ("long int", lambda v: v, 10**5000, 10**5000 + 1),
+        ("long int in a list", lambda v: [v], 10**5000, 10**5000 + 1),
+    ]
+
+
+@pytest.mark.parametrize("case", _extra_state_cases(), ids=lambda c: c[0])
+def test_extra_state_of_containers_and_c_callables_is_content(case: Any) -> None:
+    """A container's state besides its items, a C callable by name: both routes, readable."""
+    _, make, one, two = case
+    for a, a_again, b in zip(_routes(make(one)), _routes(make(one)), _routes(make(two))):
+        first = model_fingerprint({"args[0]": a})
+        assert first.opaque == []
+        assert model_fingerprint({"args[0]": a_again}).digest == first.digest
+        assert model_fingerprint({"args[0]": b}).digest != first.digest
+
+
+def test_a_ufunc_counts_by_numpy_version() -> None:
+    record = model_fingerprint({"args[0]": np.exp}).paths["args[0]"]
+    assert record.startswith(f"package numpy {np.__version__} ufunc numpy:exp")
+
+
+def test_a_node_first_reached_in_a_cycle_is_not_reused_out_of_it() -> None:
+    """Its digest says "my child is my 2nd ancestor": elsewhere that is another ancestor."""
+    w: list[Any] = [1]
+    x: list[Any] = [w]
+    w.append(x)  # W == [1, X], X == [W]
+    p: list[Any] = [None]
+    q: list[Any] = [p]
+    p[0] = q  # P == [Q], Q == [P]
+    for route in (0, 1):
+        one = model_fingerprint({"a": _routes(w)[route], "b": _routes(p)[route], "c": q})
+        two = model_fingerprint({"a": _routes(w)[route], "b": _routes(p)[route], "c": x})
+        assert one.digest != two.digest
+
+
+def test_objects_of_one_cycle_through_a_set_hash_one_way_in_any_order() -> None:
+    digests = set()
+    keep = []  # other addresses, so other hash orders
+    for _ in range(20):
+        a, b, c = Site("a"), Site("b"), Site("c")
+        a.neighbours, b.neighbours, c.neighbours = [b], [c], [a]
+        keep.append((a, b, c))
+        for number, route in enumerate(_routes({a, b, c})):
+            digests.add((number, model_fingerprint({"args[0]": route}).digest))
+    assert len(digests) == 2  # one per route

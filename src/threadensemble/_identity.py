@@ -86,7 +86,7 @@ import sysconfig
 import threading
 import types
 import weakref
-from collections import deque
+from collections import ChainMap, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,14 +96,22 @@ import pandas as pd  # an xarray dependency (no stubs: see pyproject)
 import xarray as xr
 
 from ._shared import _ATOMS as _WALKED_AS_ATOMS
-from ._shared import _GENERATORS, _OPAQUE, _STDLIB, _slot_descriptors, children
+from ._shared import (
+    _GENERATORS, _OPAQUE, _REPR_BITS, _STDLIB, _attributes, _slot_descriptors, children, key_text,
+)  # fmt: skip
 
 __all__ = ["MAX_RECORDED_PATHS", "Fingerprint", "differences", "model_fingerprint"]
 
 MAX_RECORDED_PATHS = 1000  # the shallowest nodes are recorded for error messages; all are hashed
 _SHOWN = 60  # characters of a value shown in a record
 _ATOMS = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
-_BY_NAME = (types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType)
+# Named by their package's version and name (C-level callables: ``np.add``, ``math.sin``,
+# ``str.upper``); a bound one (``[].append``) also by the object it is bound to.
+_BY_NAME = (
+    types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType,
+    types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType,
+    np.ufunc,
+)  # fmt: skip
 _CONTENTLESS = (
     type(threading.Lock()),
     type(threading.RLock()),
@@ -179,7 +187,7 @@ def _constant(value: Any) -> str:
         return f"frozenset({sorted(map(_constant, value))})"
     if isinstance(value, tuple):
         return f"({', '.join(map(_constant, value))},)"
-    return repr(value)
+    return key_text(value)
 
 
 @functools.lru_cache(maxsize=4096)  # thread-safe; code objects compare by content
@@ -266,7 +274,15 @@ def _package(module_name: str) -> str | None:
 
 
 def _module_of(obj: Any) -> str:
+    """Return the module ``obj`` was defined in; a C method's is its class's (``str.upper``)."""
     module = getattr(obj, "__module__", None)
+    if isinstance(module, str):
+        return module
+    owner = getattr(obj, "__objclass__", None)
+    if owner is None and isinstance(obj, types.BuiltinFunctionType | types.MethodWrapperType):
+        bound = obj.__self__
+        owner = None if isinstance(bound, types.ModuleType) else type(bound)
+    module = getattr(owner, "__module__", None)
     return module if isinstance(module, str) else "?"
 
 
@@ -335,7 +351,7 @@ def _token(obj: Any) -> str | None:
     if isinstance(obj, types.ModuleType):
         return _by_package(obj, "module")
     if isinstance(obj, _BY_NAME):
-        return f"{type(obj).__name__} {_qualname(obj)}"
+        return _by_package(obj, type(obj).__name__)
     if isinstance(obj, _CONTENTLESS):
         return type(obj).__qualname__
     if isinstance(obj, weakref.ref):
@@ -356,7 +372,12 @@ def _token(obj: Any) -> str | None:
 
 
 def _atom_text(obj: Any) -> str:
-    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload)."""
+    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload).
+
+    A long int in hexadecimal (`key_text`): its ``repr`` may exceed the str-digits limit.
+    """
+    if type(obj) is int and obj.bit_length() > _REPR_BITS:
+        return key_text(obj)
     if obj != obj and type(obj) in (float, complex):
         parts = (obj.real, obj.imag) if type(obj) is complex else (obj,)
         return f"{obj!r} {struct.pack('<' + 'd' * len(parts), *parts).hex()}"
@@ -501,6 +522,9 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
         yield from _pandas_children(obj)
     elif isinstance(obj, _ATOMS) and isinstance(getattr(obj, "__dict__", None), dict):
         yield from ((f".{k}", v) for k, v in vars(obj).items())
+    elif isinstance(obj, types.BuiltinFunctionType | types.MethodWrapperType):
+        if not isinstance(obj.__self__, types.ModuleType | None):  # bound: ``[].append``
+            yield ".__self__", obj.__self__
     if not isinstance(obj, type) and _user_class(type(obj)):
         yield ".<class>", type(obj)
 
@@ -519,6 +543,23 @@ def _is_plain_object(obj: Any) -> bool:
     return not isinstance(obj, _SPECIAL)
 
 
+_CONTAINERS = (Mapping, list, tuple, set, frozenset, deque)
+_EXACT_CONTAINERS = frozenset((dict, list, tuple, set, frozenset, deque))
+
+
+def _container_state(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Yield what a container holds besides its items: a subclass's attributes, a defaultdict's
+    factory, a deque's maxlen, a ChainMap's maps (its items are only their merged view)."""
+    if isinstance(obj, defaultdict):
+        yield ".default_factory", obj.default_factory
+    elif isinstance(obj, deque):
+        yield ".maxlen", obj.maxlen
+    elif isinstance(obj, ChainMap):
+        yield ".maps", obj.maps
+    if _user_class(type(obj)):  # ``__dict__`` and slots (stdlib containers keep their own)
+        yield from _attributes(obj)
+
+
 def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, _CONTENTLESS):
         return
@@ -528,15 +569,20 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, Mapping):  # keys by content: a key's repr may not show it (nor be stable)
         for i, (key, value) in enumerate(list(obj.items())):
             if type(key) in _PLAIN:
-                yield f"[{key!r}]", value
+                yield f"[{key_text(key)}]", value
             else:
                 yield f".<key {i}>", key
                 yield f"[<key {i}>]", value
+        if type(obj) is not dict:
+            yield from _container_state(obj)
         return
     found = False
     for item in children(obj):
         found = True
         yield item
+    if type(obj) not in _EXACT_CONTAINERS and isinstance(obj, _CONTAINERS):
+        yield from _container_state(obj)
+        return
     # An object whose content `children` does not give (an extension type's C fields, or an
     # object `children` does not walk) is read as pickle would: by ``__reduce_ex__``.
     if _is_plain_object(obj) and (not found or _has_c_fields(type(obj))):
@@ -583,6 +629,11 @@ def _plain_bytes(obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> bytes | N
 _SHOWN_ITEMS = 16  # the most items a record of a plain container is made from (repr is slow)
 
 
+def _shown_as_repr(value: Any) -> bool:
+    """Whether a record may show ``value`` by its ``repr`` (a long int's may raise)."""
+    return type(value) in _PLAIN and not (type(value) is int and value.bit_length() > _REPR_BITS)
+
+
 def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str) -> str:
     """Return how a container of scalars (or of such containers) is shown in the record.
 
@@ -594,7 +645,10 @@ def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str
     else:
         items = obj[:_SHOWN_ITEMS]
     values = [v for item in items for v in item] if type(obj) is dict else items
-    if not all(type(v) in _PLAIN or (type(v) is tuple and len(v) <= _SHOWN_ITEMS) for v in values):
+    if not all(
+        _shown_as_repr(v) or (type(v) is tuple and len(v) <= _SHOWN_ITEMS and all(map(_shown_as_repr, v)))
+        for v in values
+    ):
         return f"{type(obj).__name__} of {len(obj)} {digest[1:17]}"
     if len(obj) <= _SHOWN_ITEMS:
         return _show(repr(obj))
@@ -703,7 +757,9 @@ class _Frame:
     deep object graph (a linked list of cells) costs linear, not quadratic, time.
     """
 
-    __slots__ = ("children", "depth", "hasher", "obj", "parent", "suffix", "token", "wide")
+    __slots__ = (
+        "children", "depth", "hasher", "index", "low", "obj", "parent", "suffix", "token", "wide",
+    )  # fmt: skip
 
     def __init__(
         self, parent: _Frame | None, suffix: str, obj: Any, depth: int, token: str
@@ -713,6 +769,9 @@ class _Frame:
         self.children = _own_children(obj)
         self.hasher = hashlib.sha256(token.encode())
         self.wide = False  # whether any child was hashed into it
+        # Its place among the frames being hashed (`_Walk.chain`), and the lowest place its
+        # subtree refers back to: below its own, its digest holds its context (`_Walk._finish`).
+        self.index = self.low = 0
 
     def path(self) -> str:
         parts = []
@@ -759,6 +818,7 @@ class _Walk:
         # id -> (object, digest, record); holding the object keeps its id from being reused
         self.done: dict[int, tuple[Any, str, str]] = {}
         self.active: dict[int, _Frame] = {}  # id -> frame, of the objects being hashed (cycles)
+        self.chain: list[_Frame] = []  # the frames being hashed, outermost first
         self.nodes: list[_Node] = []  # candidates for the record: the shallowest ones
         self.order = 0
         # Nodes this deep cannot be among the shallowest any more: at first, those as deep as
@@ -816,6 +876,7 @@ class _Walk:
             return digest
         if key in self.active:
             ancestor = self.active[key]
+            self._back(ancestor)
             self._note(depth, parent, suffix, ancestor)
             return f"cycle {depth - ancestor.depth}"
         if type(obj) in _QUICK_CONTAINERS and (plain := self._plain(obj)) is not None:
@@ -833,34 +894,65 @@ class _Walk:
             self.opaque.append(f"{parent.path()} ({obj.type_name})")
             content = f"unreadable {obj.type_name}"
         frame = _Frame(parent, suffix, obj, depth, content)
+        frame.index = frame.low = len(self.chain)
+        self.chain.append(frame)
         self.active[key] = frame
         if isinstance(obj, set | frozenset):
             return self._set(frame)
         return frame
 
-    def _set(self, frame: _Frame) -> str:
-        """Hash a set by its elements' digests, sorted: not by hash order nor ``repr``.
+    def _back(self, ancestor: _Frame) -> None:
+        """Note that the innermost frame's content refers back to ``ancestor`` (a cycle)."""
+        top = self.chain[-1]
+        top.low = min(top.low, ancestor.index)
 
-        Its elements are recorded as ``[*]`` (their order is not content).
+    def _set(self, frame: _Frame) -> str:
+        """Hash a set by its elements, in the order of a key of each that needs no context.
+
+        The key of an element is its digest by a walk of its own (`_set_key`), so the order
+        depends on the elements' content only, never on hash order, ``repr``, or which element
+        reached the others first (elements that refer to each other: a cycle).  The elements
+        are then hashed in that order and their digests kept in it: the set's digest describes
+        a sequence of its elements, so even elements with equal keys (walked in hash order)
+        never make two different sets hash equal; at worst one set hashes two ways.  A
+        subclass's attributes follow.  The elements are recorded as ``[*]``.
         """
         elements = list(frame.obj)
-        self.suppressed += 1  # walked in hash order: regions would number objects in that order
+        keys = [_set_key(e) for e in elements]
+        ordered = sorted(range(len(elements)), key=keys.__getitem__)  # stable: ties keep order
+        rest = () if type(frame.obj) in _EXACT_CONTAINERS else _container_state(frame.obj)
+        self.suppressed += 1  # no regions: they would number objects in the order walked
         try:
-            found = sorted(self._subtree(frame, "[*]", e, frame.depth + 1) for e in elements)
+            for suffix, element in [*(("[*]", elements[i]) for i in ordered), *rest]:
+                digest = self._subtree(frame, suffix, element, frame.depth + 1)
+                frame.hasher.update(f"{suffix}\0{digest}\0".encode())
+                frame.wide = True
         finally:
             self.suppressed -= 1
-        for digest in found:
-            frame.hasher.update(f"[*]\0{digest}\0".encode())
-        frame.wide = bool(found)
         return self._finish(frame)
 
     def _finish(self, frame: _Frame) -> str:
-        """Return the digest of a frame whose children are all hashed, and record it."""
+        """Return the digest of a frame whose children are all hashed, and record it.
+
+        Its digest is kept for when it is reached again, unless its content refers back above
+        it (a cycle to an ancestor: ``cycle 2`` names the ancestor by its distance, so the
+        digest holds the context it was reached in).  Reached again, such an object counts by
+        ``ref N``, the place of its entry in ``done`` (which grows in the walk's order, a
+        function of content), as pickle's memo refers to an object pickled before; its first
+        visit holds its content.  Its parent then refers back too.
+        """
         digest = "d" + frame.hasher.hexdigest()
-        del self.active[id(frame.obj)]
+        key = id(frame.obj)
+        del self.active[key]
+        popped = self.chain.pop()
+        assert popped is frame
         shown = _show(frame.token)
         record = f"{shown} {digest[1:17]}" if frame.wide else shown
-        self.done[id(frame.obj)] = (frame.obj, digest, record)
+        if frame.low < frame.index:
+            self.done[key] = (frame.obj, f"ref {len(self.done)}", record)
+            self._back(self.chain[frame.low])
+        else:
+            self.done[key] = (frame.obj, digest, record)
         self._note(frame.depth, frame.parent, frame.suffix, record)
         return digest
 
@@ -894,8 +986,8 @@ class _Walk:
                 found = "v" + _atom_text(child)
             elif key in self.done:
                 found, plain = self.done[key][1], False
-            elif key in self.active:
-                found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
+            elif key in self.active:  # a cycle: hashed by a frame (see `_finish`)
+                return None
             elif key in self.numbers:
                 found, plain = f"r{self.numbers[key]}", False
             elif type(child) in _QUICK_CONTAINERS and (leaf := self._plain(child)) is not None:
@@ -990,7 +1082,7 @@ class _Walk:
         hasher = sink.hasher
         marks = (
             len(self.kept), len(self.done), len(self.active), len(self.opaque), self.order,
-            self.too_deep, self.shallower,
+            self.too_deep, self.shallower, len(self.chain),
         )  # fmt: skip
         outer = self.pending, self.region_depth
         self.pending, self.region_depth = deque(), depth
@@ -1037,7 +1129,7 @@ class _Walk:
 
     def _undo(self, marks: tuple[int, ...]) -> None:
         """Forget what a failed region numbered, hashed and noted (the walk redoes it)."""
-        kept, done, active, opaque, order, too_deep, shallower = marks
+        kept, done, active, opaque, order, too_deep, shallower, chain = marks
         assert (too_deep, shallower) == (self.too_deep, self.shallower)  # nothing noted
         for obj in self.kept[kept:]:
             del self.numbers[id(obj)]
@@ -1046,6 +1138,7 @@ class _Walk:
             del self.done[key]
         for key in list(self.active)[active:]:  # left by an exception
             del self.active[key]
+        del self.chain[chain:]
         del self.opaque[opaque:]
         self.order = order
 
@@ -1075,6 +1168,7 @@ class _Walk:
             elif key in self.done:  # as `_enter` would return it (too deep to be noted)
                 return _digested, (self.done[key][1],)
             elif key in self.active:
+                self._back(self.active[key])
                 return _digested, (f"cycle {self.region_depth - self.active[key].depth}",)
             else:
                 if isinstance(obj, _Unreadable):
@@ -1170,6 +1264,21 @@ class _Walk:
         }
 
 
+def _set_key(element: Any) -> str:
+    """Return the key a set's element is ordered by: its digest, by a walk of its own.
+
+    It depends on the element's content only (not on the walk that reached the set).
+    """
+    if type(element) in _PLAIN:
+        return "v" + _atom_text(element)
+    plain = _plain_bytes(element) if type(element) in _QUICK_CONTAINERS else None
+    if plain is not None:
+        return "d" + _sha(plain)
+    walk = _Walk()
+    walk.too_deep = 0  # nothing recorded
+    return walk.digest("[*]", element)
+
+
 def model_fingerprint(roots: Mapping[str, Any]) -> Fingerprint:
     """Fingerprint the model given by name: ``{"simulate": f, "args[0]": a, ...}``.
 
@@ -1242,6 +1351,11 @@ def _path_change(p: str, old: str | None, new: str | None, paths: Mapping[str, s
     return _package_change(old, new) or f"{p}: {old or '(absent)'} there, {new or '(absent)'} here"
 
 
+def _kwargs_names(roots: Mapping[str, Any]) -> list[str]:
+    """Return the keyword arguments' names in the order the roots hold them (``kwargs['a']``)."""
+    return [root[8:-2] for root in roots if root.startswith("kwargs[") and root.endswith("]")]
+
+
 def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """Name what differs between two `Fingerprint.record`s: ``args[0]: 1.0 there, 2.0 here``.
 
@@ -1265,6 +1379,9 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
             f"{here.get('scheme', 1)}): the digests cannot be compared; resume with that version, "
             'or pass run_id="..." to name the model\'s version yourself'
         )
+    old_kwargs, new_kwargs = _kwargs_names(old_roots), _kwargs_names(new_roots)
+    if old_kwargs != new_kwargs and sorted(old_kwargs) == sorted(new_kwargs):
+        found.append(f"kwargs order: {', '.join(old_kwargs)} there, {', '.join(new_kwargs)} here")
     for root in [*old_roots, *(r for r in new_roots if r not in old_roots)]:
         if old_roots.get(root) == new_roots.get(root):
             continue
