@@ -1110,14 +1110,29 @@ class _Walk:
         The walk hashes a set by its elements' digests sorted (its pickle lists them in hash
         order), with no regions below it; the region then holds the part's digest.
         """
+        marks = len(self.kept), len(self.done)
         pickler.dump(parts)
         if sink.commit():
             return
+        self._forget(marks)
         for part in parts:
+            marks = len(self.kept), len(self.done)
             pickler.dump(part)
             if not sink.commit():
+                self._forget(marks)
                 pickler.dump(("walked", self._walked(part)))
                 sink.commit()
+
+    def _forget(self, marks: tuple[int, int]) -> None:
+        """Forget what a pickle holding a set numbered and hashed: in hash order, not content."""
+        kept, done = marks
+        forgotten = {id(obj) for obj in self.kept[kept:]}  # some by regions below: written
+        for key in forgotten:
+            del self.numbers[key]
+        del self.kept[kept:]
+        self.pending = deque(obj for obj in self.pending if id(obj) not in forgotten)
+        for key in list(self.done)[done:]:
+            del self.done[key]
 
     def _walked(self, obj: Any) -> str:
         """Return the walk's digest of ``obj``, with no regions below it."""
