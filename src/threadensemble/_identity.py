@@ -646,7 +646,8 @@ def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str
         items = obj[:_SHOWN_ITEMS]
     values = [v for item in items for v in item] if type(obj) is dict else items
     if not all(
-        _shown_as_repr(v) or (type(v) is tuple and len(v) <= _SHOWN_ITEMS and all(map(_shown_as_repr, v)))
+        _shown_as_repr(v)
+        or (type(v) is tuple and len(v) <= _SHOWN_ITEMS and all(map(_shown_as_repr, v)))
         for v in values
     ):
         return f"{type(obj).__name__} of {len(obj)} {digest[1:17]}"
