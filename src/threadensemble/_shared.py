@@ -90,6 +90,17 @@ def key_text(key: Any) -> str:
     return repr(key)
 
 
+def attribute_suffix(name: Any) -> str:
+    """Return the path suffix of an attribute: ``.name``; a name no identifier by type and repr.
+
+    So two attributes never share a suffix: ``1`` (a non-str ``__dict__`` key) is
+    ``.<key int 1>``, ``"1"`` is ``.<key str '1'>``, and a name holding NUL is escaped.
+    """
+    if type(name) is str and name.isidentifier():
+        return f".{name}"
+    return f".<key {type(name).__qualname__} {key_text(name)}>"
+
+
 def _is_atom(obj: Any) -> bool:
     cls = type(obj)  # exact types first: isinstance against ABCs is slow on large models
     if cls in _EXACT_ATOMS:
@@ -172,10 +183,10 @@ def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
         attributes = object.__getattribute__(obj, "__dict__")
         if isinstance(attributes, dict):
             for name, value in list(attributes.items()):
-                yield f".{name}", value
+                yield attribute_suffix(name), value
     for name, descriptor in _slot_descriptors(cls):
         try:
-            yield f".{name}", descriptor.__get__(obj, cls)
+            yield attribute_suffix(name), descriptor.__get__(obj, cls)
         except AttributeError:  # an unset slot
             continue
 
