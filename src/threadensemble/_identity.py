@@ -57,9 +57,8 @@ What is hashed, and how:
 What cannot be read (an open file, a generator, an extension object that cannot be reduced) is
 listed in `Fingerprint.opaque`, never skipped silently: the caller then asks for ``run_id``.
 
-Cost (docs/reliability.md; CPython 3.11, busy 2-CPU machine, walk and regions interleaved):
-fire's 98,000 objects 7 times faster than walked (0.11 s, 0.77 s), many small objects 8 to
-16 times, with about 110 bytes of numbering per object (the walk kept about 400).
+Cost (docs/reliability.md; CPython 3.11, busy 2-CPU machine): fire's 98,000 objects 0.68 s,
+a million small objects of a user's class 14 s and about 440 bytes each, 100 MB of arrays 0.05 s.
 """
 
 from __future__ import annotations
