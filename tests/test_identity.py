@@ -868,3 +868,16 @@ def test_a_manifest_of_the_older_scheme_is_named_as_such() -> None:
     del there["scheme"]
     found = differences(there, model_fingerprint({"args[0]": [1.0, 2.0]}).record())
     assert found[0].startswith("fingerprinted by an older threadensemble (scheme 1, this is 2)")
+
+
+def test_keyword_order_is_content_and_named(tmp_path: Path) -> None:
+    """simulate(**kwargs) sees the given order: another order is another model, named so."""
+    one = model_fingerprint({"kwargs['fox']": 1.0, "kwargs['hare']": 50.0})
+    two = model_fingerprint({"kwargs['hare']": 50.0, "kwargs['fox']": 1.0})
+    assert one.digest != two.digest
+    assert differences(one.record(), two.record()) == [
+        "kwargs order: fox, hare there, hare, fox here"
+    ]
+    a = te.ModelSpec(scaled, args=(1.0,), kwargs={"n_steps": 4, "offset": 0.0})
+    b = te.ModelSpec(scaled, args=(1.0,), kwargs={"offset": 0.0, "n_steps": 4})
+    assert a.fingerprint().digest != b.fingerprint().digest

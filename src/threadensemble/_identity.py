@@ -4,33 +4,25 @@
 ``warmup`` by content, so that a re-run into an ensemble directory is accepted only when it would
 compute the same realizations.  It walks the object graph with `threadensemble._shared.children`
 (plus what only identity needs: a function's code and the globals it loads, a class's content, a
-bound method's function and object, the elements of object arrays, xarray variables and attrs,
-and ``__reduce_ex__`` for extension objects) and builds a Merkle tree: every node's digest covers
-its own content and its children's digests, so a shared object hashes the same wherever it is
-reached (its digest is computed once) and a cycle is named by the path of the ancestor it
-returns to.
+bound method's function and object, a C method's object, the elements of object arrays, xarray
+variables and attrs, and ``__reduce_ex__`` for extension objects) and builds a Merkle tree:
+every node's digest covers its own content and its children's digests (each child by its path
+suffix and digest; an attribute that is no identifier is ``.<key int 1>``, ``.<key str 'a.b'>``,
+so two attributes never spell one), so a shared object hashes the same wherever it is reached
+(its digest is computed once).  A child that refers back to an ancestor still being hashed (a
+cycle) counts by ``cycle N``, its distance to that ancestor; a node whose subtree holds such a
+cycle is, reached again, counted by ``ref N`` (the place of its first visit among the digests
+computed, which follow the walk's order, a function of content), never by its digest, which
+holds the context it was first reached in.  A set's elements are ordered by their digests, each
+computed by a walk of its own (no context, no hash order).  Keyword arguments are roots in the
+order given: their order is content (``kwargs order: fox, hare there, hare, fox here``).
 
-Below the recorded paths (the `MAX_RECORDED_PATHS` shallowest, which `differences` names) the
-walk hands what is left to regions (`_Walk._region`): the remaining children of a node too deep
-to be recorded are written by a C `pickle.Pickler` in fast mode (no memo, so the bytes never
-depend on which strings or containers are shared), protocol 3, into SHA-256.  Lists, tuples,
-dicts (exact types, in their order) and scalars (by type and bits) are written by the pickler;
-the objects of the user's plain classes (``__dict__`` and slots only) and the user's functions
-are numbered as first reached and written afterwards, breadth first, each once (their class by
-its digest and slot names, their ``__dict__`` in insertion order, slots, a function by what the
-walk reads of it), so pickle never recurses through the object graph; a weak reference by its
-referent; everything else (code, classes, modules, arrays, numpy scalars, sets and their
-subclasses, what the walk reads specially) by the walk's digest, so its semantics stay the
-walk's.  An exact set is pickled in hash order: the part holding one is walked instead.  The
-route is a function of content only: records and regions depend on the walk's order, which
-follows content (set elements are walked with no regions below them), and the walk runs in a
-new thread at a fixed distance from the recursion limit, so containers nested too deep for
-pickle fall back to the walk whatever the caller's stack depth or recursion limit.  A region
-that cannot be read by content (unreadable objects, nesting too deep) is undone, and the walk
-hashes everything after it without regions.  A region's digest is tagged; an object numbered in
-a region and reached again is hashed by its number (its record shows its own attributes).  In
-regions, which objects of the user's classes are shared is content: one object reached twice
-and two equal objects are different models (the walk counts both the same).
+Every node is hashed by this walk, in Python, on an explicit stack: no recursion through the
+object graph (only through nested sets), so the digest depends neither on the recursion limit
+nor on the stack size of the calling thread.  The `MAX_RECORDED_PATHS` shallowest paths are
+recorded for `differences`.  (A faster route for what lies below them, a C pickler in fast mode
+numbering the user's objects, was removed before release: its tokens and numbering could make
+two different models hash equal, see docs/reliability.md.)
 
 What is hashed, and how:
 
@@ -38,7 +30,7 @@ What is hashed, and how:
   bytes) with SHA-256, which hashlib computes without the GIL for large buffers; it was the
   fastest hashlib digest measured here (2.1 GB/s with SHA extensions, blake2b 1.2, md5 0.9);
   a strided view is copied in chunks, a structured dtype by its fields, a memmap as an array.
-  Object-dtype arrays element by element.
+  Object-dtype arrays element by element.  A memoryview by its shape, format and bytes.
 * code: its compiled content (bytecode, constants with nested code, the names it uses, the
   argument layout), tagged with ``sys.implementation.cache_tag``; never line numbers, file names
   or the source on disk (a module edited after its import runs its old code).
@@ -56,17 +48,17 @@ What is hashed, and how:
   scalars and finished objects without a stack frame), dict keys that are not scalars by
   content, sets by their elements' digests sorted (never hash order or ``repr``), objects by
   ``__dict__`` and ``__slots__``, pandas objects with their index, name, categories and dtype,
-  extension objects by what ``__reduce_ex__`` returns.  A dict's insertion order is content:
-  iterating it in another order can change the numbers.
+  extension objects by what ``__reduce_ex__`` returns (the callable that rebuilds them, its
+  arguments, state and items; one whose reduce cannot be read is listed, see below).  A dict's
+  insertion order is content: iterating it in another order can change the numbers.
 * contentless by decision: locks, events, conditions, semaphores, barriers, ``threading.local``
   and loggers/handlers (synchronisation and logging do not determine the numbers).
 
 What cannot be read (an open file, a generator, an extension object that cannot be reduced) is
 listed in `Fingerprint.opaque`, never skipped silently: the caller then asks for ``run_id``.
 
-Cost (docs/reliability.md; CPython 3.11, busy 2-CPU machine, walk and regions interleaved):
-fire's 98,000 objects 7 times faster than walked (0.11 s, 0.77 s), many small objects 8 to
-16 times, with about 110 bytes of numbering per object (the walk kept about 400).
+Cost (docs/reliability.md; CPython 3.11, busy 2-CPU machine): fire's 98,000 objects 0.68 s,
+a million small objects of a user's class 14 s and about 440 bytes each, 100 MB of arrays 0.05 s.
 """
 
 from __future__ import annotations
@@ -79,15 +71,14 @@ import itertools
 import logging
 import marshal
 import os
-import pickle
 import struct
 import sys
 import sysconfig
 import threading
 import types
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections import ChainMap, defaultdict, deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,15 +86,26 @@ import numpy as np
 import pandas as pd  # an xarray dependency (no stubs: see pyproject)
 import xarray as xr
 
-from ._shared import _ATOMS as _WALKED_AS_ATOMS
-from ._shared import _GENERATORS, _OPAQUE, _STDLIB, _slot_descriptors, children
+from ._shared import (
+    _REPR_BITS,
+    _attributes,
+    attribute_suffix,
+    children,
+    key_text,
+)  # fmt: skip
 
 __all__ = ["MAX_RECORDED_PATHS", "Fingerprint", "differences", "model_fingerprint"]
 
 MAX_RECORDED_PATHS = 1000  # the shallowest nodes are recorded for error messages; all are hashed
 _SHOWN = 60  # characters of a value shown in a record
 _ATOMS = (str, bytes, int, float, complex, bool, type(None))  # hashed by repr, not deduplicated
-_BY_NAME = (types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType)
+# Named by their package's version and name (C-level callables: ``np.add``, ``math.sin``,
+# ``str.upper``); a bound one (``[].append``) also by the object it is bound to.
+_BY_NAME = (
+    types.ModuleType, type, types.BuiltinFunctionType, types.MethodWrapperType,
+    types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType,
+    np.ufunc,
+)  # fmt: skip
 _CONTENTLESS = (
     type(threading.Lock()),
     type(threading.RLock()),
@@ -121,8 +123,8 @@ _QUICK_CONTAINERS = frozenset((list, tuple, dict))
 _QUICK_SIZE = 256
 _SPECIAL = (
     *_ATOMS, *_BY_NAME, *_CONTENTLESS, functools.partial, np.random.Generator, np.ndarray,
-    np.generic, Mapping, list, tuple, set, frozenset, types.FunctionType, types.MethodType,
-    types.CodeType, weakref.ref, xr.Dataset, xr.DataArray, xr.Variable,
+    np.generic, memoryview, Mapping, list, tuple, set, frozenset, types.FunctionType,
+    types.MethodType, types.CodeType, weakref.ref, xr.Dataset, xr.DataArray, xr.Variable,
 )  # fmt: skip
 
 
@@ -179,7 +181,7 @@ def _constant(value: Any) -> str:
         return f"frozenset({sorted(map(_constant, value))})"
     if isinstance(value, tuple):
         return f"({', '.join(map(_constant, value))},)"
-    return repr(value)
+    return key_text(value)
 
 
 @functools.lru_cache(maxsize=4096)  # thread-safe; code objects compare by content
@@ -266,7 +268,15 @@ def _package(module_name: str) -> str | None:
 
 
 def _module_of(obj: Any) -> str:
+    """Return the module ``obj`` was defined in; a C method's is its class's (``str.upper``)."""
     module = getattr(obj, "__module__", None)
+    if isinstance(module, str):
+        return module
+    owner = getattr(obj, "__objclass__", None)
+    if owner is None and isinstance(obj, types.BuiltinFunctionType | types.MethodWrapperType):
+        bound = obj.__self__
+        owner = None if isinstance(bound, types.ModuleType) else type(bound)
+    module = getattr(owner, "__module__", None)
     return module if isinstance(module, str) else "?"
 
 
@@ -303,6 +313,15 @@ def _array_token(array: np.ndarray) -> str:
     return f"{head} {_buffer_digest(np.asarray(array))[:16]}{shown}"
 
 
+def _memoryview_token(view: memoryview) -> str:
+    """Return a memoryview's content: its format, shape and bytes (in C order)."""
+    try:
+        data = view if view.c_contiguous else view.tobytes()
+        return f"memoryview{view.shape} {view.format!r} {_sha(data)[:16]}"
+    except ValueError:  # released: it holds nothing
+        return "memoryview (released)"
+
+
 def _by_package(obj: Any, kind: str) -> str:
     """Name a module, class or function not of the user's code, with its package's version."""
     module = obj.__name__ if isinstance(obj, types.ModuleType) else _module_of(obj)
@@ -323,6 +342,8 @@ def _token(obj: Any) -> str | None:
         return f"{obj!r} {_dtype_text(obj.dtype)} {_sha(data)[:16]}"
     if isinstance(obj, np.ndarray):
         return _array_token(obj)
+    if isinstance(obj, memoryview):
+        return _memoryview_token(obj)
     if isinstance(obj, types.CodeType):
         return f"code {INTERPRETER} {_code_content(obj)[:16]}"
     if isinstance(obj, np.random.Generator):
@@ -335,7 +356,7 @@ def _token(obj: Any) -> str | None:
     if isinstance(obj, types.ModuleType):
         return _by_package(obj, "module")
     if isinstance(obj, _BY_NAME):
-        return f"{type(obj).__name__} {_qualname(obj)}"
+        return _by_package(obj, f"{type(obj).__name__}")
     if isinstance(obj, _CONTENTLESS):
         return type(obj).__qualname__
     if isinstance(obj, weakref.ref):
@@ -356,7 +377,12 @@ def _token(obj: Any) -> str | None:
 
 
 def _atom_text(obj: Any) -> str:
-    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload)."""
+    """Return a scalar's ``repr``; a NaN's with its bits (``repr`` hides its payload).
+
+    A long int in hexadecimal (`key_text`): its ``repr`` may exceed the str-digits limit.
+    """
+    if type(obj) is int and obj.bit_length() > _REPR_BITS:
+        return key_text(obj)
     if obj != obj and type(obj) in (float, complex):
         parts = (obj.real, obj.imag) if type(obj) is complex else (obj,)
         return f"{obj!r} {struct.pack('<' + 'd' * len(parts), *parts).hex()}"
@@ -396,13 +422,28 @@ def _has_c_fields(cls: type) -> bool:
     return known
 
 
-def _reduced(obj: Any) -> tuple[Any, ...] | None:
-    """Return ``obj.__reduce_ex__(4)`` as a tuple, or None when it cannot be reduced."""
+def _reduced(obj: Any) -> list[tuple[str, Any]] | None:
+    """Return the parts of ``obj.__reduce_ex__(4)`` as children, or None when it cannot be read.
+
+    All of them: the callable that rebuilds the object (part 0), its arguments, its state and
+    its list and dict items (read here: an iterator that fails is no content either).  A
+    string (a global's name, as pickle reads it) is a part 0.
+    """
     try:
         reduced = obj.__reduce_ex__(4)
-    except Exception:  # "cannot pickle 'X' object": its content is not readable
+        if isinstance(reduced, str):
+            return [(".<reduce 0>", reduced)]
+        if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
+            return None
+        parts = [(f".<reduce {i}>", part) for i, part in enumerate(reduced[:3])]
+        for i, part in enumerate(reduced[3:5], start=3):
+            if part is not None:
+                parts.append((f".<reduce {i}>", list(part)))
+        if len(reduced) == 6 and reduced[5] is not None:
+            parts.append((".<reduce 5>", reduced[5]))
+    except Exception:  # "cannot pickle 'X' object", or items that are not iterable
         return None
-    return reduced if isinstance(reduced, tuple) else ()
+    return parts
 
 
 def _function_extras(func: types.FunctionType) -> Iterator[tuple[str, Any]]:
@@ -448,13 +489,13 @@ def _class_children(cls: type) -> Iterator[tuple[str, Any]]:
         if name in _CLASS_SKIPPED or isinstance(value, _DESCRIPTORS):
             continue
         if isinstance(value, staticmethod | classmethod):
-            yield f".{name}", value.__func__
+            yield attribute_suffix(name), value.__func__
         elif isinstance(value, property):
             for part in ("fget", "fset", "fdel"):
                 if getattr(value, part) is not None:
-                    yield f".{name}.{part}", getattr(value, part)
+                    yield f"{attribute_suffix(name)}.{part}", getattr(value, part)
         else:
-            yield f".{name}", value
+            yield attribute_suffix(name), value
 
 
 def _pandas_children(obj: pd.Series | pd.Index) -> Iterator[tuple[str, Any]]:
@@ -482,7 +523,7 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
             for i, value in enumerate(obj.flat):
                 yield f".flat[{i}]", value
         if type(obj) is not np.ndarray and isinstance(getattr(obj, "__dict__", None), dict):
-            yield from ((f".{k}", v) for k, v in vars(obj).items())  # a subclass's mask, say
+            yield from ((attribute_suffix(k), v) for k, v in vars(obj).items())  # a mask, say
     elif isinstance(obj, xr.Dataset):
         for name, variable in obj.variables.items():
             yield f".variables[{name!r}]", variable
@@ -500,7 +541,11 @@ def _extras(obj: Any) -> Iterator[tuple[str, Any]]:
     elif isinstance(obj, pd.Series | pd.Index):
         yield from _pandas_children(obj)
     elif isinstance(obj, _ATOMS) and isinstance(getattr(obj, "__dict__", None), dict):
-        yield from ((f".{k}", v) for k, v in vars(obj).items())
+        yield from ((attribute_suffix(k), v) for k, v in vars(obj).items())
+    elif isinstance(obj, types.BuiltinFunctionType | types.MethodWrapperType) and not isinstance(
+        obj.__self__, types.ModuleType | None
+    ):  # bound: ``[].append``
+        yield ".__self__", obj.__self__
     if not isinstance(obj, type) and _user_class(type(obj)):
         yield ".<class>", type(obj)
 
@@ -519,6 +564,26 @@ def _is_plain_object(obj: Any) -> bool:
     return not isinstance(obj, _SPECIAL)
 
 
+_CONTAINERS = (Mapping, list, tuple, set, frozenset, deque)
+_EXACT_CONTAINERS = frozenset((dict, list, tuple, set, frozenset, deque))
+
+
+def _container_state(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Yield what a container holds besides its items.
+
+    That is a subclass's attributes, a defaultdict's factory, a deque's maxlen, a ChainMap's
+    maps (its items are only their merged view).
+    """
+    if isinstance(obj, defaultdict):
+        yield ".default_factory", obj.default_factory
+    elif isinstance(obj, deque):
+        yield ".maxlen", obj.maxlen
+    elif isinstance(obj, ChainMap):
+        yield ".maps", obj.maps
+    if _user_class(type(obj)):  # ``__dict__`` and slots (stdlib containers keep their own)
+        yield from _attributes(obj)
+
+
 def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, _CONTENTLESS):
         return
@@ -528,15 +593,20 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
     if isinstance(obj, Mapping):  # keys by content: a key's repr may not show it (nor be stable)
         for i, (key, value) in enumerate(list(obj.items())):
             if type(key) in _PLAIN:
-                yield f"[{key!r}]", value
+                yield f"[{key_text(key)}]", value
             else:
                 yield f".<key {i}>", key
                 yield f"[<key {i}>]", value
+        if type(obj) is not dict:
+            yield from _container_state(obj)
         return
     found = False
     for item in children(obj):
         found = True
         yield item
+    if type(obj) not in _EXACT_CONTAINERS and isinstance(obj, _CONTAINERS):
+        yield from _container_state(obj)
+        return
     # An object whose content `children` does not give (an extension type's C fields, or an
     # object `children` does not walk) is read as pickle would: by ``__reduce_ex__``.
     if _is_plain_object(obj) and (not found or _has_c_fields(type(obj))):
@@ -544,11 +614,7 @@ def _own_children(obj: Any) -> Iterator[tuple[str, Any]]:
         if reduced is None:
             yield ".<content>", _Unreadable(obj)
             return
-        for i, part in enumerate(reduced[1:3], start=1):
-            yield f".<reduce {i}>", part
-        for i, part in enumerate(reduced[3:5], start=3):
-            if part is not None:
-                yield f".<reduce {i}>", list(part)
+        yield from reduced
 
 
 _PLAIN_OR_TUPLE = _PLAIN | {tuple}
@@ -583,6 +649,11 @@ def _plain_bytes(obj: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> bytes | N
 _SHOWN_ITEMS = 16  # the most items a record of a plain container is made from (repr is slow)
 
 
+def _shown_as_repr(value: Any) -> bool:
+    """Whether a record may show ``value`` by its ``repr`` (a long int's may raise)."""
+    return type(value) in _PLAIN and not (type(value) is int and value.bit_length() > _REPR_BITS)
+
+
 def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str) -> str:
     """Return how a container of scalars (or of such containers) is shown in the record.
 
@@ -594,106 +665,16 @@ def _plain_record(obj: list[Any] | tuple[Any, ...] | dict[Any, Any], digest: str
     else:
         items = obj[:_SHOWN_ITEMS]
     values = [v for item in items for v in item] if type(obj) is dict else items
-    if not all(type(v) in _PLAIN or (type(v) is tuple and len(v) <= _SHOWN_ITEMS) for v in values):
+    if not all(
+        _shown_as_repr(v)
+        or (type(v) is tuple and len(v) <= _SHOWN_ITEMS and all(map(_shown_as_repr, v)))
+        for v in values
+    ):
         return f"{type(obj).__name__} of {len(obj)} {digest[1:17]}"
     if len(obj) <= _SHOWN_ITEMS:
         return _show(repr(obj))
     head = dict(items) if type(obj) is dict else items
     return f"{repr(head)[: _SHOWN - 15]}... {digest[1:9]}"
-
-
-FAST_ROUTE = True  # hash what lies below the recorded paths with `pickle` (`_Walk._region`)
-_FAST_HEADROOM = 900  # Python frames a walk with regions gets below the recursion limit
-_FAST_BATCH = 512  # object bodies pickled per ``dump``
-
-
-def _reference(number: int) -> None:
-    """Stands, in a region's pickle, for the object of that number (never called)."""
-
-
-def _digested(digest: str) -> None:
-    """Stands, in a region's pickle, for an object the walk hashed (never called)."""
-
-
-def _unset_slot() -> None:
-    """Stands, in a region's pickle, for a slot without a value (never called)."""
-
-
-def _weak_reference(referent: Any) -> None:
-    """Stands, in a region's pickle, for a weak reference to ``referent`` (never called)."""
-
-
-# Memoized in every region pickler: each use is written as a two-byte BINGET.
-_MARKERS = {
-    id(f): (i, f) for i, f in enumerate((_reference, _digested, _unset_slot, _weak_reference))
-}
-# Instances of these are hashed by the walk (each kind is read specially), not in a region.
-_NOT_IN_REGIONS = (
-    *_SPECIAL, *_WALKED_AS_ATOMS, *_GENERATORS, *_OPAQUE, pd.DataFrame, pd.Series, pd.Index,
-    deque,
-)  # fmt: skip
-
-
-class _NotFast(Exception):
-    """A region holds what its pickle cannot write by content alone: the walk hashes it."""
-
-
-class _Sink:
-    """Where a region's pickler writes: kept until `commit`; ``unordered`` if a set was written.
-
-    An exact set or frozenset is pickled (protocol 3) as its type applied to a list of its
-    items in hash order, salted per process; the set never reaches ``reducer_override``, but
-    its type does: that marks the sink (`_Walk._reduce`).
-    """
-
-    __slots__ = ("hasher", "parts", "unordered")
-
-    def __init__(self) -> None:
-        self.hasher = hashlib.sha256()
-        self.parts: list[bytes] = []
-        self.unordered = False
-
-    def write(self, data: bytes) -> int:
-        self.parts.append(data)
-        return len(data)
-
-    def commit(self) -> bool:
-        """Hash what was written since the last call, unless it held a set; say which."""
-        ordered = not self.unordered
-        if ordered:
-            for data in self.parts:
-                self.hasher.update(data)
-        self.parts.clear()
-        self.unordered = False
-        return ordered
-
-
-class _RegionPickler(pickle.Pickler):
-    """A pickler in fast mode (no memo: the bytes never depend on which objects are shared)."""
-
-    def __init__(self, sink: _Sink, reduce: Callable[[Any], Any]) -> None:
-        setattr(self, "reducer_override", reduce)  # noqa: B010 (read once, by __init__)
-        super().__init__(sink, protocol=3)
-        self.fast = True
-        self.memo = _MARKERS
-
-
-def _at_headroom(headroom: int, action: Callable[[], Fingerprint]) -> Fingerprint | None:
-    """Call ``action`` with exactly ``headroom`` frames left below the recursion limit.
-
-    So where a region's pickle meets the limit depends on its content only, not on the
-    recursion limit (nor the caller's depth: `model_fingerprint` runs in a new thread).
-    None when fewer frames are left (a recursion limit below about 920).
-    """
-    depth, frame = 0, sys._getframe()
-    while frame.f_back is not None:
-        depth, frame = depth + 1, frame.f_back
-    spare = sys.getrecursionlimit() - depth - 1 - headroom
-    return None if spare < 0 else _descend(spare, action)
-
-
-def _descend(n: int, action: Callable[[], Fingerprint]) -> Fingerprint:
-    return action() if n <= 0 else _descend(n - 1, action)
 
 
 class _Frame:
@@ -703,7 +684,9 @@ class _Frame:
     deep object graph (a linked list of cells) costs linear, not quadratic, time.
     """
 
-    __slots__ = ("children", "depth", "hasher", "obj", "parent", "suffix", "token", "wide")
+    __slots__ = (
+        "children", "depth", "hasher", "index", "low", "obj", "parent", "suffix", "token", "wide",
+    )  # fmt: skip
 
     def __init__(
         self, parent: _Frame | None, suffix: str, obj: Any, depth: int, token: str
@@ -713,6 +696,9 @@ class _Frame:
         self.children = _own_children(obj)
         self.hasher = hashlib.sha256(token.encode())
         self.wide = False  # whether any child was hashed into it
+        # Its place among the frames being hashed (`_Walk.chain`), and the lowest place its
+        # subtree refers back to: below its own, its digest holds its context (`_Walk._finish`).
+        self.index = self.low = 0
 
     def path(self) -> str:
         parts = []
@@ -727,38 +713,14 @@ class _Frame:
 _Node = tuple[int, int, "_Frame | None", str, "str | _Frame"]
 
 
-_NO_LAYOUT: Any = object()
-
-
-def _slot_value(get: Callable[[Any], Any], obj: Any) -> Any:
-    try:
-        return get(obj)
-    except AttributeError:  # an unset slot
-        return _unset_slot
-
-
 class _Walk:
-    """One fingerprinting walk; ``done`` caches each non-atom object's digest by id.
+    """One fingerprinting walk; ``done`` caches each non-atom object's digest by id."""
 
-    With ``fast``, what lies below the recorded paths is hashed in regions (`_region`).
-    """
-
-    def __init__(self, fast: bool = False) -> None:
-        self.fast = fast
-        # The objects of the user's classes pickled in regions: id -> number, in the order
-        # first reached (``kept`` holds them, so that their ids are not reused).
-        self.numbers: dict[int, int] = {}
-        self.kept: list[Any] = []
-        self.layouts: dict[type, tuple[str, bool, tuple[Any, ...]] | None] = {}
-        self.pending: deque[Any] = deque()  # numbered objects whose bodies are not written yet
-        self.picklers: list[tuple[_RegionPickler, _Sink]] = []  # one per region nesting level
-        self.describer: tuple[_RegionPickler, _Sink] | None = None  # see `_described`
-        self.level = 0  # regions being pickled (a region's walked objects may hold regions)
-        self.region_depth = 0  # the depth the objects of the region being pickled count at
-        self.suppressed = 0  # no regions while above zero: below a set (see `_set`, `_dump`)
+    def __init__(self) -> None:
         # id -> (object, digest, record); holding the object keeps its id from being reused
         self.done: dict[int, tuple[Any, str, str]] = {}
         self.active: dict[int, _Frame] = {}  # id -> frame, of the objects being hashed (cycles)
+        self.chain: list[_Frame] = []  # the frames being hashed, outermost first
         self.nodes: list[_Node] = []  # candidates for the record: the shallowest ones
         self.order = 0
         # Nodes this deep cannot be among the shallowest any more: at first, those as deep as
@@ -800,14 +762,11 @@ class _Walk:
             done, digest, record = self.done[key]
             self._note(depth, parent, suffix, record, done)
             return digest
-        if key in self.numbers:  # pickled in a region: by its number (and own content if shown)
-            if depth >= self.too_deep:
-                self._note(depth, parent, suffix, "")
-                return f"r{self.numbers[key]}"
-            described = self._described(obj)
-            self._note(depth, parent, suffix, described)
-            return f"r{self.numbers[key]} {described}"
-        if (type(obj) in _ARRAYS and not obj.dtype.hasobject) or isinstance(obj, np.generic):
+        if (
+            (type(obj) in _ARRAYS and not obj.dtype.hasobject)
+            or isinstance(obj, np.generic)
+            or type(obj) is memoryview
+        ):
             leaf = _token(obj)
             assert leaf is not None
             digest = "d" + _sha(leaf.encode())
@@ -816,6 +775,7 @@ class _Walk:
             return digest
         if key in self.active:
             ancestor = self.active[key]
+            self._back(ancestor)
             self._note(depth, parent, suffix, ancestor)
             return f"cycle {depth - ancestor.depth}"
         if type(obj) in _QUICK_CONTAINERS and (plain := self._plain(obj)) is not None:
@@ -833,34 +793,61 @@ class _Walk:
             self.opaque.append(f"{parent.path()} ({obj.type_name})")
             content = f"unreadable {obj.type_name}"
         frame = _Frame(parent, suffix, obj, depth, content)
+        frame.index = frame.low = len(self.chain)
+        self.chain.append(frame)
         self.active[key] = frame
         if isinstance(obj, set | frozenset):
             return self._set(frame)
         return frame
 
-    def _set(self, frame: _Frame) -> str:
-        """Hash a set by its elements' digests, sorted: not by hash order nor ``repr``.
+    def _back(self, ancestor: _Frame) -> None:
+        """Note that the innermost frame's content refers back to ``ancestor`` (a cycle)."""
+        top = self.chain[-1]
+        top.low = min(top.low, ancestor.index)
 
-        Its elements are recorded as ``[*]`` (their order is not content).
+    def _set(self, frame: _Frame) -> str:
+        """Hash a set by its elements, in the order of a key of each that needs no context.
+
+        The key of an element is its digest by a walk of its own (`_set_key`), so the order
+        depends on the elements' content only, never on hash order, ``repr``, or which element
+        reached the others first (elements that refer to each other: a cycle).  The elements
+        are then hashed in that order and their digests kept in it: the set's digest describes
+        a sequence of its elements, so even elements with equal keys (walked in hash order)
+        never make two different sets hash equal; at worst one set hashes two ways.  A
+        subclass's attributes follow.  The elements are recorded as ``[*]``.
         """
         elements = list(frame.obj)
-        self.suppressed += 1  # walked in hash order: regions would number objects in that order
-        try:
-            found = sorted(self._subtree(frame, "[*]", e, frame.depth + 1) for e in elements)
-        finally:
-            self.suppressed -= 1
-        for digest in found:
-            frame.hasher.update(f"[*]\0{digest}\0".encode())
-        frame.wide = bool(found)
+        keys = [_set_key(e) for e in elements]
+        ordered = sorted(range(len(elements)), key=keys.__getitem__)  # stable: ties keep order
+        rest = () if type(frame.obj) in _EXACT_CONTAINERS else _container_state(frame.obj)
+        for suffix, element in [*(("[*]", elements[i]) for i in ordered), *rest]:
+            digest = self._subtree(frame, suffix, element, frame.depth + 1)
+            frame.hasher.update(f"{suffix}\0{digest}\0".encode())
+            frame.wide = True
         return self._finish(frame)
 
     def _finish(self, frame: _Frame) -> str:
-        """Return the digest of a frame whose children are all hashed, and record it."""
+        """Return the digest of a frame whose children are all hashed, and record it.
+
+        Its digest is kept for when it is reached again, unless its content refers back above
+        it (a cycle to an ancestor: ``cycle 2`` names the ancestor by its distance, so the
+        digest holds the context it was reached in).  Reached again, such an object counts by
+        ``ref N``, the place of its entry in ``done`` (which grows in the walk's order, a
+        function of content), as pickle's memo refers to an object pickled before; its first
+        visit holds its content.  Its parent then refers back too.
+        """
         digest = "d" + frame.hasher.hexdigest()
-        del self.active[id(frame.obj)]
+        key = id(frame.obj)
+        del self.active[key]
+        popped = self.chain.pop()
+        assert popped is frame
         shown = _show(frame.token)
         record = f"{shown} {digest[1:17]}" if frame.wide else shown
-        self.done[id(frame.obj)] = (frame.obj, digest, record)
+        if frame.low < frame.index:
+            self.done[key] = (frame.obj, f"ref {len(self.done)}", record)
+            self._back(self.chain[frame.low])
+        else:
+            self.done[key] = (frame.obj, digest, record)
         self._note(frame.depth, frame.parent, frame.suffix, record)
         return digest
 
@@ -894,10 +881,8 @@ class _Walk:
                 found = "v" + _atom_text(child)
             elif key in self.done:
                 found, plain = self.done[key][1], False
-            elif key in self.active:
-                found, plain = f"cycle {depth + 1 - self.active[key].depth}", False
-            elif key in self.numbers:
-                found, plain = f"r{self.numbers[key]}", False
+            elif key in self.active:  # a cycle: hashed by a frame (see `_finish`)
+                return None
             elif type(child) in _QUICK_CONTAINERS and (leaf := self._plain(child)) is not None:
                 found = leaf
             elif nested and type(child) in _QUICK_CONTAINERS:
@@ -926,8 +911,6 @@ class _Walk:
         stack = [first]
         while True:
             top = stack[-1]
-            if self.fast and top.depth + 1 >= self.too_deep and not self.suppressed:
-                self._region(top)
             step = next(top.children, None)
             if step is not None:
                 child_suffix, child = step
@@ -945,219 +928,6 @@ class _Walk:
             stack[-1].hasher.update(f"{top.suffix}\0{digest}\0".encode())
             stack[-1].wide = True
 
-    def _region(self, frame: _Frame) -> None:
-        """Hash the children ``frame`` has left as one region: by `pickle`, written in C.
-
-        The region's digest goes into the frame's hash (tagged: never equal to a child's).
-        Its lists, tuples and dicts (exact types) and scalars are written by the pickler; the
-        objects of the user's plain classes are numbered as first reached and written after
-        it, one by one (`_body`), so that pickle never recurses through the object graph and
-        every object is written once; everything else is hashed by the walk and written as
-        its digest (`_reduce`); a part holding a set is walked (`_dump`).  When the region
-        cannot be pickled by content alone (containers nested too deep, content that cannot
-        be read), it is undone and the walk goes on without regions, for the rest of this walk.
-        """
-        first = next(frame.children, None)
-        if first is None:
-            return
-        obj: Any = frame.obj
-        rest: list[tuple[str, Any]] | None = None
-        if type(obj) in (list, tuple):  # the items from this one on (no suffix strings made)
-            start = int(first[0][1:-1])
-            content: list[Any] = [type(obj).__name__, start, *obj[start:]]
-        else:
-            rest = [first, *frame.children]
-            content = ["children", *rest]
-        digest = self._pickled(content, frame.depth + 1)
-        if digest is None:
-            self.fast = False
-            frame.children = (
-                iter(rest) if rest is not None else itertools.chain([first], frame.children)
-            )
-            return
-        frame.hasher.update(f"<region>\0{digest}\0".encode())
-        frame.wide = True
-        frame.children = iter(())
-
-    def _pickled(self, content: Any, depth: int) -> str | None:
-        """Return the digest of a region's pickle, or None (and nothing kept) when it fails."""
-        if self.level == len(self.picklers):
-            sink = _Sink()
-            self.picklers.append((_RegionPickler(sink, self._reduce), sink))
-        pickler, sink = self.picklers[self.level]
-        sink.hasher, sink.unordered = hashlib.sha256(b"region pickle 3\0"), False
-        sink.parts.clear()
-        hasher = sink.hasher
-        marks = (
-            len(self.kept), len(self.done), len(self.active), len(self.opaque), self.order,
-            self.too_deep, self.shallower,
-        )  # fmt: skip
-        outer = self.pending, self.region_depth
-        self.pending, self.region_depth = deque(), depth
-        self.level += 1
-        try:
-            self._dump(pickler, sink, content)
-            while self.pending:
-                batch = [self._body(self.pending.popleft())
-                         for _ in range(min(len(self.pending), _FAST_BATCH))]  # fmt: skip
-                self._dump(pickler, sink, batch)
-            failed = len(self.opaque) > marks[3]
-        except (_NotFast, RecursionError, pickle.PicklingError, TypeError, ValueError):
-            failed = True
-        finally:
-            self.level -= 1
-            self.pending, self.region_depth = outer
-        if failed:
-            self._undo(marks)
-            return None
-        return "f" + hasher.hexdigest()
-
-    def _dump(self, pickler: _RegionPickler, sink: _Sink, parts: Any) -> None:
-        """Pickle a region's ``parts`` (a list or tuple); a part holding a set is walked.
-
-        The walk hashes a set by its elements' digests sorted (its pickle lists them in hash
-        order), with no regions below it; the region then holds the part's digest.
-        """
-        pickler.dump(parts)
-        if sink.commit():
-            return
-        for part in parts:
-            pickler.dump(part)
-            if not sink.commit():
-                pickler.dump(("walked", self._walked(part)))
-                sink.commit()
-
-    def _walked(self, obj: Any) -> str:
-        """Return the walk's digest of ``obj``, with no regions below it."""
-        self.suppressed += 1
-        try:
-            return self._subtree(None, ".<region>", obj, self.region_depth)
-        finally:
-            self.suppressed -= 1
-
-    def _undo(self, marks: tuple[int, ...]) -> None:
-        """Forget what a failed region numbered, hashed and noted (the walk redoes it)."""
-        kept, done, active, opaque, order, too_deep, shallower = marks
-        assert (too_deep, shallower) == (self.too_deep, self.shallower)  # nothing noted
-        for obj in self.kept[kept:]:
-            del self.numbers[id(obj)]
-        del self.kept[kept:]
-        for key in list(self.done)[done:]:  # only added to while a region is pickled
-            del self.done[key]
-        for key in list(self.active)[active:]:  # left by an exception
-            del self.active[key]
-        del self.opaque[opaque:]
-        self.order = order
-
-    def _reduce(self, obj: Any) -> tuple[Any, tuple[Any, ...]]:
-        """``reducer_override`` of the region picklers: a number, or the walk's digest."""
-        if obj is set or obj is frozenset:  # a set's items follow in hash order: not content
-            self.picklers[self.level - 1][1].unordered = True
-            return _digested, ("unordered",)
-        key = id(obj)
-        number = self.numbers.get(key)
-        if number is None:
-            if type(obj) is weakref.ref:  # as the walk reads it: by its referent
-                return _weak_reference, (obj(),)
-            layout = self.layouts.get(type(obj), _NO_LAYOUT)
-            if layout is _NO_LAYOUT:
-                layout = self._layout(type(obj))
-            if (
-                layout is not None
-                and key not in self.active
-                and key not in self.done
-                and (layout[0] != "function" or _package(_module_of(obj)) is None)
-            ):
-                number = len(self.kept)
-                self.numbers[key] = number
-                self.kept.append(obj)
-                self.pending.append(obj)
-            elif key in self.done:  # as `_enter` would return it (too deep to be noted)
-                return _digested, (self.done[key][1],)
-            elif key in self.active:
-                return _digested, (f"cycle {self.region_depth - self.active[key].depth}",)
-            else:
-                if isinstance(obj, _Unreadable):
-                    raise _NotFast(type(obj).__qualname__)
-                if isinstance(obj, set | frozenset):  # a set subclass (pickled in hash order)
-                    return _digested, (self._walked(obj),)
-                return _digested, (self._subtree(None, ".<region>", obj, self.region_depth),)
-        return _reference, (number,)
-
-    def _layout(self, cls: type) -> tuple[str, bool, tuple[Any, ...]] | None:
-        """Return how a region writes the instances of ``cls``, or None: the walk hashes them.
-
-        That is the class's digest with its slots' names, whether it has a ``__dict__``, and
-        its slots' getters.  Only for the user's plain classes, whose instances the walk reads
-        by their ``__dict__`` and slots (`threadensemble._shared.children`) and their class.
-        """
-        layout = None
-        if cls is types.FunctionType:  # the user's functions: by `_own_children` (`_body`)
-            layout = ("function", False, ())
-        elif (
-            _user_class(cls)
-            and not issubclass(cls, _NOT_IN_REGIONS)
-            and not _has_c_fields(cls)
-            and _module_of(cls).partition(".")[0] not in _STDLIB
-            and not any("__class__" in vars(klass) for klass in cls.__mro__[:-1])
-        ):
-            slots = _slot_descriptors(cls)
-            digest = self._subtree(None, ".<class>", cls, self.region_depth)
-            key = f"{digest} {[name for name, _ in slots]}"
-            layout = (key, bool(cls.__dictoffset__), tuple(d.__get__ for _, d in slots))
-        self.layouts[cls] = layout
-        return layout
-
-    def _described(self, obj: Any) -> str:
-        """Return the record of an object pickled in a region: its type and own content.
-
-        Its body pickled again with the objects it refers to by number or digest, so that
-        the record changes with the object's own attributes (not with what they refer to).
-        """
-        if self.describer is None:
-            sink = _Sink()
-            self.describer = (_RegionPickler(sink, self._reduce_described), sink)
-        pickler, sink = self.describer
-        sink.hasher = hashlib.sha256()
-        pickler.dump(self._body(obj, region=False))
-        name = _show(_token(obj) or "")
-        return f"{name} {sink.hasher.hexdigest()[:16]}" if sink.commit() else name
-
-    def _reduce_described(self, obj: Any) -> tuple[Any, tuple[Any, ...]]:
-        """``reducer_override`` of `_described`: numbers, digests, or just the type."""
-        if obj is set or obj is frozenset:  # see `_reduce`
-            assert self.describer is not None
-            self.describer[1].unordered = True
-        number = self.numbers.get(id(obj))
-        if number is not None:
-            return _reference, (number,)
-        done = self.done.get(id(obj))
-        return _digested, (type(obj).__qualname__ if done is None else done[1],)
-
-    def _body(self, obj: Any, region: bool = True) -> tuple[Any, ...]:
-        """Return what a region writes for a numbered object: class, ``__dict__``, slots.
-
-        As the walk reads it; one without attributes by the walk's digest (its
-        ``__reduce_ex__``), hashed in the ``region`` (else only looked up).
-        """
-        if type(obj) is types.FunctionType:  # what the walk hashes of it, children by value
-            return _token(obj), list(_own_children(obj))
-        layout = self.layouts[type(obj)]
-        assert layout is not None
-        key, has_dict, getters = layout
-        attributes = object.__getattribute__(obj, "__dict__") if has_dict else None
-        if has_dict and type(attributes) is not dict:
-            raise _NotFast("__dict__")
-        try:
-            slots = [get(obj) for get in getters]
-        except AttributeError:
-            slots = [_slot_value(get, obj) for get in getters]
-        if not attributes and all(value is _unset_slot for value in slots):
-            if region:
-                return key, None, slots, self._subtree(None, ".<region>", obj, self.region_depth)
-            return key, None, slots, self.done[id(obj)][1]
-        return key, attributes or None, slots
-
     def records(self) -> dict[str, str]:
         """Return path -> record of the `MAX_RECORDED_PATHS` shallowest nodes, in walk order."""
         shallowest = sorted(self.nodes, key=lambda n: n[:2])[:MAX_RECORDED_PATHS]
@@ -1170,39 +940,25 @@ class _Walk:
         }
 
 
-def model_fingerprint(roots: Mapping[str, Any]) -> Fingerprint:
-    """Fingerprint the model given by name: ``{"simulate": f, "args[0]": a, ...}``.
+def _set_key(element: Any) -> str:
+    """Return the key a set's element is ordered by: its digest, by a walk of its own.
 
-    With `FAST_ROUTE`, in a new thread: so where a region meets the recursion limit does not
-    depend on how deep the caller's stack is (the walk reads no thread's own state).
+    It depends on the element's content only (not on the walk that reached the set).
     """
-    if not FAST_ROUTE:
-        return _fingerprint(roots, fast=False)
-    found: list[Fingerprint] = []
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:  # at a fixed distance from the recursion limit (see `_at_headroom`)
-            fingerprint = _at_headroom(_FAST_HEADROOM, lambda: _fingerprint(roots, fast=True))
-            found.append(fingerprint or _fingerprint(roots, fast=False))
-        except BaseException as exc:  # raised in the caller's thread
-            failed.append(exc)
-
-    thread = threading.Thread(target=run, name="threadensemble-fingerprint")
-    thread.start()
-    thread.join()
-    if failed:
-        raise failed[0]
-    return found[0]
+    if type(element) in _PLAIN:
+        return "v" + _atom_text(element)
+    plain = _plain_bytes(element) if type(element) in _QUICK_CONTAINERS else None
+    if plain is not None:
+        return "d" + _sha(plain)
+    walk = _Walk()
+    walk.too_deep = 0  # nothing recorded
+    return walk.digest("[*]", element)
 
 
-def _fingerprint(roots: Mapping[str, Any], fast: bool) -> Fingerprint:
-    walk = _Walk(fast)
-    try:
-        digests = {name: _sha(walk.digest(name, obj).encode()) for name, obj in roots.items()}
-    finally:  # its picklers refer to it: free its caches now, not at the next collection
-        walk.picklers.clear()
-        walk.describer = None
+def model_fingerprint(roots: Mapping[str, Any]) -> Fingerprint:
+    """Fingerprint the model given by name: ``{"simulate": f, "args[0]": a, ...}``."""
+    walk = _Walk()
+    digests = {name: _sha(walk.digest(name, obj).encode()) for name, obj in roots.items()}
     total = _sha("\0".join(f"{name}\0{d}" for name, d in digests.items()).encode())
     return Fingerprint(total, digests, walk.records(), walk.opaque)
 
@@ -1242,6 +998,11 @@ def _path_change(p: str, old: str | None, new: str | None, paths: Mapping[str, s
     return _package_change(old, new) or f"{p}: {old or '(absent)'} there, {new or '(absent)'} here"
 
 
+def _kwargs_names(roots: Mapping[str, Any]) -> list[str]:
+    """Return the keyword arguments' names in the order the roots hold them (``kwargs['a']``)."""
+    return [root[8:-2] for root in roots if root.startswith("kwargs[") and root.endswith("]")]
+
+
 def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
     """Name what differs between two `Fingerprint.record`s: ``args[0]: 1.0 there, 2.0 here``.
 
@@ -1265,6 +1026,9 @@ def differences(there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
             f"{here.get('scheme', 1)}): the digests cannot be compared; resume with that version, "
             'or pass run_id="..." to name the model\'s version yourself'
         )
+    old_kwargs, new_kwargs = _kwargs_names(old_roots), _kwargs_names(new_roots)
+    if old_kwargs != new_kwargs and sorted(old_kwargs) == sorted(new_kwargs):
+        found.append(f"kwargs order: {', '.join(old_kwargs)} there, {', '.join(new_kwargs)} here")
     for root in [*old_roots, *(r for r in new_roots if r not in old_roots)]:
         if old_roots.get(root) == new_roots.get(root):
             continue

@@ -145,7 +145,8 @@ def identity_fingerprint(
     """Fingerprint what determines a run's numbers: the model, and ``seed_for`` if any."""
     roots: dict[str, Any] = {"simulate": model.simulate}
     roots.update({f"args[{i}]": value for i, value in enumerate(model.args)})
-    roots.update({f"kwargs[{name!r}]": model.kwargs[name] for name in sorted(model.kwargs)})
+    # In the given order: simulate(**kwargs) sees it (``differences`` names a changed order).
+    roots.update({f"kwargs[{name!r}]": value for name, value in model.kwargs.items()})
     if model.state is not None:
         roots["state"] = model.state
     if seed_for is not None:

@@ -54,6 +54,7 @@ __all__ = [
     "context_roots",
     "fingerprint",
     "is_generator_token",
+    "key_text",
     "make_read_only",
     "reachable",
     "read_only_arrays",
@@ -74,6 +75,30 @@ _ATOMS = (
 # Not walked: code, and weak containers (their content changes as objects are collected).
 _EXACT_ATOMS = frozenset({str, bytes, int, float, complex, bool, type(None)})
 _EXACT_CONTAINERS = frozenset({dict, list, tuple, set, frozenset})
+
+
+_REPR_BITS = 2000  # ints this long have a repr whatever sys.set_int_max_str_digits allows (640+)
+
+
+def key_text(key: Any) -> str:
+    """Return a dict key as a path shows it: its ``repr``; a long int in hexadecimal.
+
+    ``repr`` of an int of more than ``sys.get_int_max_str_digits()`` digits raises ValueError.
+    """
+    if isinstance(key, int) and key.bit_length() > _REPR_BITS:
+        return f"{type(key).__qualname__} 0x{int(key):x}"
+    return repr(key)
+
+
+def attribute_suffix(name: Any) -> str:
+    """Return the path suffix of an attribute: ``.name``; a name no identifier by type and repr.
+
+    So two attributes never share a suffix: ``1`` (a non-str ``__dict__`` key) is
+    ``.<key int 1>``, ``"1"`` is ``.<key str '1'>``, and a name holding NUL is escaped.
+    """
+    if type(name) is str and name.isidentifier():
+        return f".{name}"
+    return f".<key {type(name).__qualname__} {key_text(name)}>"
 
 
 def _is_atom(obj: Any) -> bool:
@@ -158,10 +183,10 @@ def _attributes(obj: Any) -> Iterator[tuple[str, Any]]:
         attributes = object.__getattribute__(obj, "__dict__")
         if isinstance(attributes, dict):
             for name, value in list(attributes.items()):
-                yield f".{name}", value
+                yield attribute_suffix(name), value
     for name, descriptor in _slot_descriptors(cls):
         try:
-            yield f".{name}", descriptor.__get__(obj, cls)
+            yield attribute_suffix(name), descriptor.__get__(obj, cls)
         except AttributeError:  # an unset slot
             continue
 
@@ -198,7 +223,7 @@ def children(obj: Any) -> Iterator[tuple[str, Any]]:
     cls = type(obj)
     if cls is dict:
         for key, value in list(obj.items()):
-            yield f"[{key!r}]", value
+            yield f"[{key_text(key)}]", value
         return
     if cls is list or cls is tuple:
         for i, value in enumerate(list(obj)):
@@ -216,7 +241,7 @@ def children(obj: Any) -> Iterator[tuple[str, Any]]:
         yield ".values", np.asarray(obj)
     elif isinstance(obj, Mapping):
         for key, value in list(obj.items()):
-            yield f"[{key!r}]", value
+            yield f"[{key_text(key)}]", value
     elif isinstance(obj, list | tuple | set | frozenset | deque):
         items = sorted(obj, key=repr) if isinstance(obj, set | frozenset) else list(obj)
         for i, value in enumerate(items):
