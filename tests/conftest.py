@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,3 +128,21 @@ def assert_threads_equal_one_worker(spec: te.ModelSpec, n_realizations: int = 8)
     serial = spec.run(n_realizations, n_workers=1, seed=11, progress=False)
     threaded = spec.run(n_realizations, n_workers=4, seed=11, progress=False)
     xr.testing.assert_identical(serial, threaded)
+
+
+def outputs_under_hash_seeds(script: str, seeds: Iterable[str], timeout: float = 120) -> set[str]:
+    """Run ``script`` in a fresh interpreter per ``PYTHONHASHSEED``; return what they printed.
+
+    One element means the output (a fingerprint, say) does not depend on str hash order.
+    """
+    return {
+        subprocess.run(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        ).stdout
+        for seed in seeds
+    }

@@ -26,6 +26,7 @@ import pytest
 import xarray as xr
 
 import threadensemble as te
+from conftest import outputs_under_hash_seeds
 from threadensemble._identity import differences, model_fingerprint
 from threadensemble._store import MANIFEST_NAME
 
@@ -359,17 +360,7 @@ print(model_fingerprint(roots).digest)
 
 def test_the_identity_is_the_same_in_another_process() -> None:
     """Sets of strings (ordered by a salted hash), source text, not this process's ids."""
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", FINGERPRINT_ETAS],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        for seed in ("1", "2")
-    }
+    digests = outputs_under_hash_seeds(FINGERPRINT_ETAS, ("1", "2"))
     assert len(digests) == 1 and len(digests.pop().strip()) == 64
 
 
@@ -699,17 +690,7 @@ print(model_fingerprint({"args[0]": model}).digest)
 
 
 def test_sets_and_keys_count_by_content_not_hash_order_or_address() -> None:
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", KEYS_AND_SETS],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        for seed in ("1", "2", "3")
-    }
+    digests = outputs_under_hash_seeds(KEYS_AND_SETS, ("1", "2", "3"))
     assert len(digests) == 1
 
 
@@ -849,17 +830,7 @@ print(model_fingerprint({"args[0]": model}).digest)
 
 
 def test_sets_and_dicts_of_strings_are_the_same_in_other_processes() -> None:
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", PLAIN_CONTENT],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-        for seed in ("0", "1", "2", "3")
-    }
+    digests = outputs_under_hash_seeds(PLAIN_CONTENT, ("0", "1", "2", "3"))
     assert len(digests) == 1
 
 

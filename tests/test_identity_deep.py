@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import os
 import pickle
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import outputs_under_hash_seeds
 from threadensemble._identity import Fingerprint, differences, model_fingerprint
 
 DEEP = 1500  # the payload hangs on the node this far down the chain: below the records
@@ -218,17 +218,7 @@ print(model_fingerprint({{"args[0]": head}}).digest)
 
 def test_a_large_graph_has_the_same_digest_in_other_processes() -> None:
     script = GRAPH_IN_ANOTHER_PROCESS.format(tests=os.path.dirname(__file__))
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", script],
-            env={**os.environ, "PYTHONHASHSEED": seed},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=True,
-        ).stdout
-        for seed in ("0", "1", "2")
-    }
+    digests = outputs_under_hash_seeds(script, ("0", "1", "2"), timeout=300)
     assert len(digests) == 1
 
 
