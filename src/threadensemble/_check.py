@@ -485,10 +485,9 @@ class _Checker:
 
     def new_state(self) -> PerThreadState | None:
         """Return this thread's copy of the state (raises what ``copy.deepcopy`` raised)."""
-        if self.config.inject is None:
-            return None
-        per_thread = PerThreadState(self.config.state, share=self.config.share_state)
-        per_thread.initialize()
+        per_thread = self.config.per_thread_state()
+        if per_thread is not None:
+            per_thread.initialize()
         return per_thread
 
     def note_init_failure(self, threads: Sequence[str], exc: BaseException) -> None:
@@ -962,7 +961,5 @@ def check(model: Model | Callable[..., Any], **options: Unpack[CheckKeywords]) -
         unprotected=() if done is None else tuple(done.unprotected),
         unhashed_read_only=tuple(read_only),
         watched_modules=tuple(modules),
-        state=None
-        if config.inject is None
-        else PerThreadState(config.state, share=config.share_state).footprint(),
+        state=None if (copier := config.per_thread_state()) is None else copier.footprint(),
     )

@@ -40,7 +40,7 @@ from ._rng import (
 from ._routing import Routes, active_routes, unimportable_routes
 from ._runtime import available_cpus, runtime_info
 from ._shared import context_roots
-from ._state import check_private_state, copy_state, private_patterns
+from ._state import PerThreadState, check_private_state, copy_state, private_patterns
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -120,6 +120,12 @@ class RunConfig:
     def shared_roots(self) -> dict[str, Any]:
         """Return the shared read-only context by name: ``args[0]``, ``kwargs['model']`` ..."""
         return context_roots(self.args, self.kwargs)
+
+    def per_thread_state(self) -> PerThreadState | None:
+        """Return what makes a worker's copy of the state (not yet made); None without state."""
+        if self.inject is None:
+            return None
+        return PerThreadState(self.state, share=self.share_state)
 
     def call_kwargs(self, state: Any) -> dict[str, Any]:
         """Return the keyword arguments of ``simulate`` with ``state`` injected (if any)."""
@@ -232,6 +238,7 @@ def make_config(model: Model, n_realizations: int, options: RunOptions) -> RunCo
             f"lazy=True cannot be combined with ragged={list(ragged)!r}: a ragged ensemble is "
             "padded in memory and cannot be opened lazily; pass lazy=False"
         )
+    travelling = {**travelling_roots(model), "state": state}  # the run's copy of the state
     if client is not None:
         _check_client(client)
         if n_workers is not None:
@@ -239,7 +246,7 @@ def make_config(model: Model, n_realizations: int, options: RunOptions) -> RunCo
                 f"n_workers={n_workers!r} sets the local threads; with a client the "
                 "realizations run on the cluster's worker threads: size the cluster instead"
             )
-        raise_if_not_for_dask({**travelling_roots(model), "state": state})  # the run's copy
+        raise_if_not_for_dask(travelling)
     if backend not in BACKENDS:
         raise ValueError(
             f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
@@ -250,8 +257,7 @@ def make_config(model: Model, n_realizations: int, options: RunOptions) -> RunCo
                 "give client or backend='processes', not both: a client runs the realizations "
                 "on its dask cluster, backend='processes' in local worker processes"
             )
-        roots = {**travelling_roots(model), "state": state}  # the run's copy travels
-        raise_if_unpicklable(model_pickler(), roots, PROCESSES_ADVICE)
+        raise_if_unpicklable(model_pickler(), travelling, PROCESSES_ADVICE)
     routes = active_routes()
     if routes and (backend == "processes" or client is not None):
         _check_routes_travel(routes)

@@ -352,13 +352,13 @@ class _Run:
 
     def _flush_at_end(self) -> None:
         """Write the final manifest; if the run is failing already, do not hide why."""
-        failing = (error := sys.exc_info()[1]) is not None
+        error = sys.exc_info()[1]
         if error is not None:
             self._store().mark_stopped(error)
         try:
             self._store().flush(force=True)
         except OutputWriteError:
-            if not failing:
+            if error is None:
                 raise  # (else the previous manifest stays: complete, only older)
 
     def finish(self, stacklevel: int) -> RunReport:

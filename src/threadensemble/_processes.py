@@ -178,11 +178,7 @@ def _initialize(payload: bytes, run_cancel: CancelFlag, caller: Connection) -> N
             "process import simulate's module and everything args, kwargs and state refer to?)",
         )
         return
-    per_thread = (
-        PerThreadState(config.state, share=config.share_state)
-        if config.inject is not None
-        else None
-    )
+    per_thread = config.per_thread_state()
     if per_thread is not None:
         try:
             per_thread.initialize()

@@ -24,7 +24,7 @@ import xarray as xr
 from ._config import RunConfig
 from ._realize import Outcome, realize
 from ._runtime import gil_enabled
-from ._state import PerThreadState, worker_init_error
+from ._state import worker_init_error
 
 __all__ = ["ThreadBackend"]
 
@@ -38,11 +38,7 @@ class ThreadBackend:
         self.config = config
         self.n_threads = n_threads
         self.cancel = threading.Event()
-        self.per_thread = (
-            PerThreadState(config.state, share=config.share_state)
-            if config.inject is not None
-            else None
-        )
+        self.per_thread = config.per_thread_state()
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []  # used by the calling thread only
 

@@ -24,7 +24,6 @@ from ._encoding import netcdf_ready
 from ._errors import OutputDirError
 from ._netcdf import read_realization, write_temporary
 from ._realize import realize
-from ._state import PerThreadState
 from ._store import EnsembleStore
 
 __all__ = ["verify_resumed"]
@@ -39,9 +38,8 @@ def verify_resumed(config: RunConfig, store: EnsembleStore) -> None:
     if not store.completed:
         return
     index = min(store.completed)
-    per_thread = None
-    if config.inject is not None:
-        per_thread = PerThreadState(config.state, share=config.share_state)
+    per_thread = config.per_thread_state()
+    if per_thread is not None:
         per_thread.initialize()
     try:
         ds = realize(config, per_thread, threading.Event(), index)
