@@ -160,6 +160,32 @@ def test_arguments_are_checked_before_anything_starts(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+FROM_STDIN = """
+import threadensemble as te
+
+def draw():
+    return {"x": te.get_rng().random(2)}
+
+te.simulate_ensemble(draw, 2, seed=1, output_dir=OUT, backend="processes", progress=False)
+"""
+
+
+def test_a_script_read_from_standard_input_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    """Workers run the main module again: '<stdin>' cannot be (a bare BrokenPipeError before)."""
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-"], input=FROM_STDIN.replace("OUT", repr(str(out))),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith('RuntimeError: backend="processes" cannot start worker processes')
+    assert "'<stdin>' does not exist" in last and "BrokenPipeError" not in done.stderr
+    assert not out.exists()
+
+
 INTERRUPTIBLE = """
 import signal, sys, time
 import numpy as np

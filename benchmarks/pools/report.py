@@ -64,8 +64,8 @@ def _table(results: dict[str, Any], label: str, length: str) -> list[str]:
     )
     rule = "|---|--:|---|---|--:|--:|--:|--:|"
     if at_memory:
-        header += f" {memory} workers: s | peak {kind} MB |"
-        rule += "--:|--:|"
+        header += f" {memory} workers: peak {kind} MB |"
+        rule += "--:|"
     lines = [header + " identical to serial |", rule + "---|"]
     for example in _examples(results):
         if (example, SERIAL) not in at_timed:
@@ -90,10 +90,7 @@ def _table(results: dict[str, Any], label: str, length: str) -> list[str]:
                 f"{row['peak_memory'] / MIB:.0f}",
             ]
             if at_memory:
-                cells += [
-                    f"{_median(big):.2f}" if big else "",
-                    f"{big['peak_memory'] / MIB:.0f}" if big else "",
-                ]
+                cells.append(f"{big['peak_memory'] / MIB:.0f}" if big else "")
             cells.append("yes" if same else "**NO**")
             lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -186,7 +183,8 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "from starting the interpreter to its exit, imports and model build included); peak "
         "memory is the "
         f"summed {s['memory']} of the process and all its descendants, sampled every "
-        f"{s['sample_s'] * 1000:.0f} ms over the whole run (imports and model build included)"
+        f"{s['sample_s'] * 1000:.0f} ms over one more run of each row (imports and model build "
+        "included; the timed runs are not sampled, as sampling costs the CPUs time)"
         + (
             " (PSS shares each page among the processes that map it)."
             if s["memory"] == "PSS"

@@ -9,15 +9,18 @@ runner of `benchmarks.pools.runners`: a serial loop; threadensemble on threads a
 processes; a hand-rolled `ThreadPoolExecutor` with a thread-local state copy (the library's own
 overhead is the gap to it); joblib threads and mpire threading; `multiprocessing.Pool` with
 fork and with spawn; `ProcessPoolExecutor`; joblib loky; mpire fork.  Every run is a fresh
-process (interpreter start, imports, model build, pool start-up and teardown all count), and
-psutil samples the summed PSS of its process tree (`benchmarks.pools.memory`).
+process (interpreter start, imports, model build, pool start-up and teardown all count).
+Peak memory comes from one more run per row, in which psutil samples the summed PSS of the
+process tree (`benchmarks.pools.memory`); the timed runs are not sampled: reading PSS every
+25 ms costs CPU in proportion to the tree's processes and pages, which slowed a pool of
+several large processes by up to a fifth on 2 cores, and a thread pool's one process less.
 
 Each example runs at two lengths: ``short`` (a few seconds serially: start-up matters) and,
 with ``--long``, ``long``: realizations scaled up so that the serial loop takes at least
 ``--long-seconds`` (20).  ``--example`` and ``--runner`` (repeatable) restrict the run to
 some examples and runners (the serial loop always runs).  ``--repeats`` interleaved runs per
-row (median); one more run per runner at ``--memory-workers`` (8) measures memory, at the
-short length.  Free-threaded
+row (median); the memory runs follow them, and one run per runner at ``--memory-workers``
+(8) measures memory only, at the short length.  Free-threaded
 interpreters run with ``PYTHON_GIL=0``; BLAS and OpenMP pools are limited to one thread.
 Writes ``processes.json``, ``processes.md`` and ``processes.png`` into ``--out``.
 """
@@ -155,9 +158,12 @@ def measure(
     workers: int,
     case: tuple[int, dict[str, Any]],
     gate: IdleGate,
-    memory_kind: str,
+    memory_kind: str | None,
 ) -> dict[str, Any]:
-    """Run one ensemble in a fresh process; return its result with the tree's peak memory."""
+    """Run one ensemble in a fresh process; return its result (and the tree's peak memory).
+
+    ``memory_kind`` None: a timed run, not sampled (sampling would slow it down).
+    """
     n, params = case
     idle = gate.wait()
     command = [
@@ -174,11 +180,11 @@ def measure(
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
-        memory = TreeMemory(proc.pid, memory_kind)
+        memory = TreeMemory(proc.pid, memory_kind) if memory_kind is not None else None
         try:
             out, err = proc.communicate(timeout=TIMEOUT_S)
         finally:
-            peak = memory.stop()
+            peak = memory.stop() if memory is not None else None
     process_s = time.perf_counter() - started  # interpreter start and imports included
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{err.strip()[-2000:]}")
@@ -228,9 +234,9 @@ def run_interpreter(interpreter: Interpreter, args: argparse.Namespace) -> dict[
                 )  # fmt: skip
                 serial_s = statistics.median(serial["times_s"])
                 n = _long_realizations(n, serial_s, args.long_seconds, args.workers)
-            passes = {args.workers: args.repeats}
+            passes = {args.workers: args.repeats}  # workers -> timed runs per runner
             if length == "short":
-                passes.setdefault(args.memory_workers, 1)
+                passes.setdefault(args.memory_workers, 0)
             for workers, repeats in passes.items():
                 names = [
                     r for r in runners
@@ -238,19 +244,23 @@ def run_interpreter(interpreter: Interpreter, args: argparse.Namespace) -> dict[
                     and f"{example} / {r}" not in unavailable
                 ]  # fmt: skip
                 runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-                for _ in range(repeats):  # interleaved, so that load elsewhere hits all alike
+                sampled: dict[str, dict[str, Any]] = {}  # runner -> its memory run
+                # Interleaved, so that load elsewhere hits all alike; the memory runs last.
+                for kind in [*[None] * repeats, args.memory]:
                     for name in list(names):
                         result = measure(
-                            interpreter, example, name, workers, (n, params), gate, args.memory
+                            interpreter, example, name, workers, (n, params), gate, kind
                         )
                         if "unavailable" in result:
                             unavailable[f"{example} / {name}"] = result["unavailable"]
                             names.remove(name)
                             del runs[name]
-                        else:
+                        elif kind is None:
                             runs[name].append(result)
+                        else:
+                            sampled[name] = result
                 for name, results in runs.items():
-                    rows.append(_row(example, length, name, workers, n, results))
+                    rows.append(_row(example, length, name, workers, n, results, sampled[name]))
                     print(_describe(interpreter.label, rows[-1]), flush=True)
     return {
         "rows": rows,
@@ -263,8 +273,15 @@ def run_interpreter(interpreter: Interpreter, args: argparse.Namespace) -> dict[
 
 
 def _row(
-    example: str, length: str, runner: str, workers: int, n: int, results: list[dict[str, Any]]
+    example: str,
+    length: str,
+    runner: str,
+    workers: int,
+    n: int,
+    results: list[dict[str, Any]],
+    sampled: dict[str, Any],
 ) -> dict[str, Any]:
+    """Return a row: the timed runs ``results`` (none: a memory row) and the memory run."""
     return {
         "example": example,
         "length": length,
@@ -273,10 +290,10 @@ def _row(
         "realizations": n,
         "times_s": [r["seconds"] for r in results],
         "process_times_s": [r["process_s"] for r in results],
-        "peak_memory": max(r["peak_memory"] for r in results),
-        "transfer": results[0]["transfer"],
-        "fingerprints": sorted({r["fingerprint"] for r in results}),
-        "gil_enabled": any(r["gil_enabled"] for r in results),
+        "peak_memory": sampled["peak_memory"],
+        "transfer": sampled["transfer"],
+        "fingerprints": sorted({r["fingerprint"] for r in [*results, sampled]}),
+        "gil_enabled": any(r["gil_enabled"] for r in [*results, sampled]),
         "busy_starts": sum(not r["started_idle"] for r in results),
     }
 
@@ -285,7 +302,8 @@ def _describe(label: str, row: dict[str, Any]) -> str:
     times = ", ".join(f"{t:.2f}" for t in row["times_s"])
     return (
         f"{label:>6} {row['example']:>9} {row['length']:>5} {row['runner']:>31} "
-        f"{row['workers']} workers: {times} s, peak {row['peak_memory'] / 2**20:.0f} MB"
+        f"{row['workers']} workers: {times + ' s' if times else 'memory only'}, "
+        f"peak {row['peak_memory'] / 2**20:.0f} MB"
     )
 
 

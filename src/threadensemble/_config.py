@@ -27,6 +27,7 @@ from ._model import Model, identity_fingerprint, qualname, travelling_roots
 from ._picklable import (
     PROCESSES_ADVICE,
     model_pickler,
+    raise_if_main_cannot_start_workers,
     raise_if_not_for_dask,
     raise_if_unpicklable,
 )
@@ -257,6 +258,7 @@ def make_config(model: Model, n_realizations: int, options: RunOptions) -> RunCo
                 "give client or backend='processes', not both: a client runs the realizations "
                 "on its dask cluster, backend='processes' in local worker processes"
             )
+        raise_if_main_cannot_start_workers()
         raise_if_unpicklable(model_pickler(), travelling, PROCESSES_ADVICE)
     routes = active_routes()
     if routes and (backend == "processes" or client is not None):

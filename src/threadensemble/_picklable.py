@@ -9,7 +9,9 @@ sends the model with (`model_pickler`).
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -19,6 +21,7 @@ __all__ = [
     "DASK_ADVICE",
     "PROCESSES_ADVICE",
     "model_pickler",
+    "raise_if_main_cannot_start_workers",
     "raise_if_not_for_dask",
     "raise_if_unpicklable",
 ]
@@ -35,6 +38,32 @@ DASK_ADVICE = (
     "process; create such objects inside simulate (or give their class __getstate__ and "
     "__setstate__), or run on local threads (client=None)"
 )
+
+
+def raise_if_main_cannot_start_workers() -> None:
+    """Raise RuntimeError if a new worker process could not load the calling program.
+
+    A ``forkserver`` or ``spawn`` worker first runs the calling program's main module again
+    (as ``__mp_main__``), found by its module name or its file; a program read from standard
+    input (``python - < script.py``: ``__file__`` is ``'<stdin>'``) or a script deleted since
+    it started cannot be, and the worker dies at start with a bare BrokenPipeError.
+    """
+    from multiprocessing import process
+
+    main = sys.modules.get("__main__")
+    if main is None or getattr(getattr(main, "__spec__", None), "name", None) is not None:
+        return  # run as a module (python -m): found by its name
+    path = getattr(main, "__file__", None)
+    if path is None:  # an interactive session or python -c: nothing to run again
+        return
+    started_in = getattr(process, "ORIGINAL_DIR", None) or os.getcwd()  # as multiprocessing
+    full = os.path.join(started_in, path)
+    if not os.path.isfile(full):
+        raise RuntimeError(
+            f'backend="processes" cannot start worker processes: each runs the main module '
+            f"again, and its file {path!r} does not exist (a script read from standard "
+            'input?); run the script from a file, or run on threads (backend="threads")'
+        )
 
 
 def raise_if_not_for_dask(roots: Mapping[str, Any]) -> None:
