@@ -184,6 +184,10 @@ def test_a_script_read_from_standard_input_is_refused_before_anything_starts(
     assert last.startswith('RuntimeError: backend="processes" cannot start worker processes')
     assert "'<stdin>' does not exist" in last and "BrokenPipeError" not in done.stderr
     assert not out.exists()
+    code = FROM_STDIN.replace("OUT", repr(str(out)))  # python -c: no file, draw travels by value
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(te.open_ensemble(out).realization) == 2
 
 
 INTERRUPTIBLE = """

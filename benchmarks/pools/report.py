@@ -2,6 +2,9 @@
 
 ``python -m benchmarks.pools.report DIR`` rewrites ``DIR/processes.md`` and
 ``DIR/processes.png`` from ``DIR/processes.json`` (no new measurement).
+``python -m benchmarks.pools.report DIR A.json B.json ...`` first writes ``DIR/processes.json``
+from the results of several runs of the same settings on other interpreters (one run each,
+e.g. with other runners: `merge`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from benchmarks.pools.runners import THREAD_RUNNERS
 
-__all__ = ["write_markdown", "write_plot", "write_report"]
+__all__ = ["merge", "write_markdown", "write_plot", "write_report"]
 
 THREADS = "threadensemble"
 PROCESSES = "threadensemble processes"
@@ -304,5 +307,36 @@ def write_report(out: Path) -> None:
         print(f"no plot: {exc}", file=sys.stderr)
 
 
+_SAME = ("smoke", "workers", "memory_workers", "repeats", "seed", "sample_s", "memory", "lengths",
+         "long_seconds", "thread_env")  # fmt: skip
+
+
+def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the results of several runs on one machine as one (their interpreters differ).
+
+    Their settings must agree (``_SAME``); the examples and commands are combined.
+    """
+    first = runs[0]
+    for run in runs[1:]:
+        differ = [k for k in _SAME if run["settings"][k] != first["settings"][k]]
+        if differ or run["machine"]["cpu_model"] != first["machine"]["cpu_model"]:
+            raise ValueError(f"runs of other settings cannot be merged: {differ or 'machine'}")
+        if set(run["interpreters"]) & set(first["interpreters"]):
+            raise ValueError(f"two runs of {sorted(set(run['interpreters']))}: merge one each")
+    settings = {
+        **first["settings"],
+        "command": "; ".join(r["settings"]["command"] for r in runs),
+        "cases": {k: v for r in runs for k, v in r["settings"]["cases"].items()},
+    }
+    machine = {**first["machine"], "date": ", ".join(r["machine"]["date"] for r in runs)}
+    interpreters = {k: v for r in runs for k, v in r["interpreters"].items()}
+    return {"machine": machine, "settings": settings, "interpreters": interpreters}
+
+
 if __name__ == "__main__":
-    write_report(Path(sys.argv[1]))
+    out = Path(sys.argv[1])
+    if len(sys.argv) > 2:
+        merged = merge([json.loads(Path(f).read_text()) for f in sys.argv[2:]])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "processes.json").write_text(json.dumps(merged, indent=1) + "\n")
+    write_report(out)

@@ -132,6 +132,9 @@ class DaskBackend:
             self._counted_at = now
         return self._threads
 
+    def per_task(self) -> int:
+        return 1
+
     def worker_cpu_seconds(self) -> None:
         return None  # not measured on the cluster
 

@@ -313,7 +313,7 @@ class _Run:
             try:
                 while todo or running:
                     interrupt.check()
-                    window = 2 * max(1, backend.capacity())
+                    window = 2 * max(1, backend.capacity()) * backend.per_task()
                     while todo and len(running) < window and not self._stopping():
                         k = todo.popleft()
                         running[backend.submit(k)] = k

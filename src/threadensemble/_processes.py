@@ -10,18 +10,25 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
 * The run's configuration (``simulate``, ``args``, ``kwargs``, the warmed-up master state, the
   seeds) is pickled once here (by cloudpickle when installed: functions of ``__main__`` travel
   by value) and sent to each worker process once, as its initializer's argument; tasks carry
-  only a realization index.
+  only realization indices.
 * Each worker process unpickles it once and deep-copies the state once, as a worker thread
   does: one process computes one realization at a time, so its copy needs no lock.  A worker
   that cannot unpickle the configuration or copy the state answers every task with
   `WorkerInitError`, naming the cause; the run stops at the first.
-* A task calls `realize`, as a worker thread does, with the same seed streams: the ensemble is
-  bitwise identical to the threads'.  Without ``output_dir`` it returns the Dataset (pickled
-  back).  With one, it writes the file completely under a temporary name (`write_temporary`)
-  and returns a `Written`; the completion loop commits it, or discards it.
+* A task calls `realize` for each of its realizations, as a worker thread does, with the same
+  seed streams: the ensemble is bitwise identical to the threads'.  Without ``output_dir`` it
+  returns the Datasets (pickled back).  With one, it writes each file completely under a
+  temporary name (`write_temporary`) and returns a `Written`; the completion loop commits it,
+  or discards it.
+* A task holds as many realizations as take the workers about ``_TASK_SECONDS`` (one at first,
+  then doubling at most per finished task, from the time the workers took per realization):
+  each task costs the pool about 0.3 ms here (pickling, pipes, waking this process), which
+  for realizations of a millisecond would be a fifth of the run.  The completion loop still
+  sees one future per realization (`_resolve` fills them when their task ends).
 * The forkserver preloads this module, so that its workers start with numpy, xarray and
   threadensemble imported (`_preload_in_forkserver`).
-* A realization's exception travels back to the calling process, where it fails that
+* A realization's exception travels back to the calling process with its traceback (the
+  text, as the ``__cause__``, as `ProcessPoolExecutor` sends it), where it fails that
   realization as on threads (`SystemExit` too; `KeyboardInterrupt` stops the run).  One that
   cannot be pickled, or unpickled (a class of the user's ``__main__``, which travelled by
   value), is replaced by a stand-in of the same name and message (`RemoteRealizationError`),
@@ -41,12 +48,14 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import pickle
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -56,7 +65,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ._config import RunConfig
 from ._context import CancelFlag
@@ -69,8 +78,15 @@ from ._state import PerThreadState
 
 __all__ = ["ProcessBackend", "RemoteRealizationError", "start_method"]
 
-# What a task returns: the outcome, the worker's pid and its CPU time so far (for the report).
-_TaskResult: TypeAlias = tuple[Outcome, int, float]
+# What a realization returns: the outcome, the worker's pid and its CPU time so far (for the
+# report), and the seconds its task took per realization (for the size of the next tasks).
+_Result: TypeAlias = tuple[Outcome, int, float, float]
+# What a task returns: per realization its outcome or exception (with its traceback's text),
+# then the worker's pid, its CPU time so far, and the task's seconds per realization.
+_TaskResult: TypeAlias = tuple[list["Outcome | tuple[BaseException, str]"], int, float, float]
+
+_TASK_SECONDS = 0.05  # the work a task holds, once the realizations' time is known
+_MAX_PER_TASK = 1024
 
 
 def start_method() -> str:
@@ -195,22 +211,64 @@ def _initialize(payload: bytes, run_cancel: CancelFlag, caller: Connection) -> N
     _worker_run = _WorkerRun(config, per_thread, cancel)
 
 
-def _realize_in_worker(index: int) -> _TaskResult:
-    """Compute realization ``index`` as a worker thread would (a task); write it if asked."""
+def _realize_in_worker(indices: list[int]) -> _TaskResult:
+    """Compute realizations ``indices`` as a worker thread would (a task); write them if asked.
+
+    A realization's exception is returned in its place, with its traceback's text, and the
+    task goes on; `KeyboardInterrupt` ends the task (it stops the run).
+    """
     run = _worker_run
     assert run is not None, "the pool's initializer runs before any task"
     if run.config is None:
         raise WorkerInitError(f"worker process {os.getpid()} {run.init_error}")
-    try:
-        outcome = realize_and_write(run.config, run.per_thread, run.cancel, index)
-    except KeyboardInterrupt:
-        raise  # not a failure of the realization: it stops the run
-    except BaseException as exc:
-        travelling = _travelling(exc)
-        if travelling is exc:
-            raise
-        raise travelling from exc  # the traceback sent back shows exc's too
-    return outcome, os.getpid(), time.process_time()
+    start = time.perf_counter()
+    outcomes: list[Outcome | tuple[BaseException, str]] = []
+    for index in indices:
+        try:
+            outcomes.append(realize_and_write(run.config, run.per_thread, run.cancel, index))
+        except KeyboardInterrupt:
+            raise  # not a failure of the realization: it stops the run
+        except BaseException as exc:
+            travelling = _travelling(exc)
+            if travelling is not exc:
+                travelling.__cause__ = exc  # the traceback sent back shows exc's too
+            text = "".join(traceback.format_exception(travelling))
+            travelling.__cause__ = None
+            outcomes.append((travelling, text))
+    seconds = (time.perf_counter() - start) / len(indices)
+    return outcomes, os.getpid(), time.process_time(), seconds
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process: the ``__cause__`` it gets here."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _resolve(futures: list[Future[_Result]], task: Future[_TaskResult]) -> None:
+    """Finish each realization's future from its task's (a done callback: any thread)."""
+    if task.cancelled():
+        for future in futures:
+            future.cancel()
+        return
+    error = task.exception()
+    if error is not None:  # WorkerInitError, a dead worker, KeyboardInterrupt: for each
+        for future in futures:
+            future.set_exception(error)
+        return
+    outcomes, pid, cpu, seconds = task.result()
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if isinstance(outcome, tuple):
+            exc, text = outcome
+            exc.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
+            future.set_exception(exc)
+        else:
+            future.set_result((outcome, pid, cpu, seconds))
 
 
 class ProcessBackend:
@@ -239,6 +297,10 @@ class ProcessBackend:
         self._worker_cpu: dict[int, float] = {}
         # Used by the calling thread only: the pids of every worker process this run started.
         self._worker_pids: set[int] = set()
+        # Used by the calling thread only: realizations submitted, not yet sent in a task; how
+        # many a task holds now (`_TASK_SECONDS`).
+        self._unsent: list[tuple[int, Future[_Result]]] = []
+        self._per_task = 1
         self.pool = ProcessPoolExecutor(
             max_workers=n_processes,
             mp_context=context,
@@ -252,32 +314,54 @@ class ProcessBackend:
     def capacity(self) -> int:
         return self.n_processes
 
+    def per_task(self) -> int:
+        return self._per_task
+
     def worker_cpu_seconds(self) -> float:
         """Return the CPU time the worker processes reported with their last realizations."""
         return sum(self._worker_cpu.values())
 
-    def submit(self, index: int) -> Future[_TaskResult]:
+    def submit(self, index: int) -> Future[_Result]:
+        future: Future[_Result] = Future()
+        self._unsent.append((index, future))
+        if len(self._unsent) >= self._per_task:
+            self._send()
+        return future
+
+    def _send(self) -> None:
+        """Send the realizations submitted since the last task as one task."""
+        if not self._unsent:
+            return
+        unsent, self._unsent = self._unsent, []
         try:
-            future = self.pool.submit(_realize_in_worker, index)
+            task = self.pool.submit(_realize_in_worker, [index for index, _ in unsent])
         except BrokenProcessPool as exc:  # a retry, after a worker died
             raise _worker_died(exc) from exc
         self._worker_pids.update(list(self.pool._processes))  # started as tasks are submitted
-        return future
+        task.add_done_callback(functools.partial(_resolve, [future for _, future in unsent]))
 
     def wait(
-        self, futures: Collection[Future[_TaskResult]], timeout: float
-    ) -> Collection[Future[_TaskResult]]:
+        self, futures: Collection[Future[_Result]], timeout: float
+    ) -> Collection[Future[_Result]]:
+        self._send()  # the loop has submitted what it will for now
         return wait(futures, timeout, return_when=FIRST_COMPLETED).done
 
-    def result(self, future: Future[_TaskResult]) -> Outcome:
+    def result(self, future: Future[_Result]) -> Outcome:
         try:
-            outcome, pid, cpu = future.result()
+            outcome, pid, cpu, seconds = future.result()
         except BrokenProcessPool as exc:
             raise _worker_died(exc) from exc
         self._worker_cpu[pid] = cpu
+        # Tasks grow at most twofold at a time, so that a few quick realizations (failures)
+        # cannot put many slow ones in one task.
+        fitting = int(_TASK_SECONDS / max(seconds, 1e-6))
+        self._per_task = max(1, min(fitting, 2 * self._per_task, _MAX_PER_TASK))
         return outcome
 
-    def shutdown(self, running: Collection[Future[_TaskResult]], cancel: bool) -> None:
+    def shutdown(self, running: Collection[Future[Any]], cancel: bool) -> None:
+        for _, future in self._unsent:
+            future.cancel()
+        self._unsent.clear()
         if cancel:
             # Cancel what has not started, tell running realizations (cancelled() turns True),
             # and wait for them: their results are discarded.

@@ -109,7 +109,11 @@ class Backend(Protocol[FutureT]):
         ...
 
     def capacity(self) -> int:
-        """Return how many worker threads compute now (the loop keeps twice that in flight)."""
+        """Return how many worker threads (or processes) compute now."""
+        ...
+
+    def per_task(self) -> int:
+        """Return how many realizations one task holds now (the loop keeps two tasks a worker)."""
         ...
 
     def worker_cpu_seconds(self) -> float | None:

@@ -48,6 +48,9 @@ class ThreadBackend:
     def capacity(self) -> int:
         return self.n_threads
 
+    def per_task(self) -> int:
+        return 1
+
     def worker_cpu_seconds(self) -> float:
         return 0.0  # the worker threads' CPU time is this process's
 
