@@ -89,6 +89,38 @@ def test_failures_retries_resume_and_fail_fast_as_on_threads(tmp_path: Path) -> 
     assert len(attempts(logs[3])) < 40, "fail_fast stops submitting"
 
 
+def test_quick_realizations_share_tasks_and_each_still_fails_on_its_own(tmp_path: Path) -> None:
+    """A task holds many realizations of a millisecond; each keeps its own outcome and retries.
+
+    300 realizations of about a millisecond: tasks grow to dozens of realizations, with
+    failures (two only at their first attempt, then one for good) in the middle of them.
+    """
+    logs = [tmp_path / name for name in ("threads", "processes", "failing")]
+    for log in logs:
+        log.mkdir()
+    retried = {"fail_first_attempt_on": (7, 250)}
+    ensembles = [
+        te.simulate_ensemble(
+            fragile,
+            300,
+            **WALK,
+            kwargs={"log": str(log), **retried},
+            retries=1,
+            n_workers=2,
+            backend=backend,
+        )
+        for log, backend in zip(logs, ("threads", "processes"), strict=False)
+    ]
+    xr.testing.assert_identical(*ensembles)
+    assert attempts(logs[1]) == attempts(logs[0]) == sorted([*range(300), 7, 250])
+    with pytest.raises(te.EnsembleError, match="realization 123 failed: ValueError") as info:
+        te.simulate_ensemble(fragile, 300, **WALK, kwargs={"log": str(logs[2]), "fail_on": (123,)},
+                             retries=1, n_workers=2, backend="processes")  # fmt: skip
+    assert info.value.completed == [k for k in range(300) if k != 123]
+    assert "in fragile" in info.value.__notes__[0], "the worker's traceback is kept"
+    assert attempts(logs[2]) == sorted([*range(300), 123])
+
+
 def takes_state(*, s: object) -> dict[str, Any]:
     return {"x": np.zeros(1)}
 

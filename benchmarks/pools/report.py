@@ -2,9 +2,10 @@
 
 ``python -m benchmarks.pools.report DIR`` rewrites ``DIR/processes.md`` and
 ``DIR/processes.png`` from ``DIR/processes.json`` (no new measurement).
-``python -m benchmarks.pools.report DIR A.json B.json ...`` first writes ``DIR/processes.json``
-from the results of several runs of the same settings on other interpreters (one run each,
-e.g. with other runners: `merge`).
+``python -m benchmarks.pools.report DIR A.json [LABEL=]B.json ...`` first writes
+``DIR/processes.json`` from the results of several runs of the same settings (`merge`): on
+other interpreters, or on the same one with other runners or code, its section renamed
+``LABEL`` (a run of one interpreter).
 """
 
 from __future__ import annotations
@@ -104,23 +105,24 @@ def _verdict(met: bool) -> str:
 
 
 def _targets(results: dict[str, Any], label: str, length: str) -> list[str]:
-    """Return one line per target of issue 12, with the measured values."""
+    """Return one line per target of issue 12, with the measured values.
+
+    The time targets are for long runs, the memory target for the short length's memory run.
+    """
     settings = results["settings"]
     free = results["interpreters"][label]["free_threaded"]
     at = _rows(results, label, length, settings["workers"])
     lines = []
-    for example in _examples(results):
-        if (example, THREADS) not in at:
-            continue
-        ours = _median(at[(example, THREADS)])
-        if (example, HAND_ROLLED) in at:
+    for example in _examples(results) if length == "long" else ():
+        ours = _median(at[(example, THREADS)]) if (example, THREADS) in at else None
+        if ours is not None and (example, HAND_ROLLED) in at:
             hand = _median(at[(example, HAND_ROLLED)])
             lines.append(
                 f"- {example}: threads {ours:.2f} s, hand-rolled thread pool {hand:.2f} s "
                 f"({ours / hand - 1:+.0%}; target within +5%): {_verdict(ours <= 1.05 * hand)}"
             )
         peers = [p for p in THREAD_PEERS if (example, p) in at]
-        if free and peers:
+        if ours is not None and free and peers:
             fastest = min(peers, key=lambda p: _median(at[(example, p)]))
             peer = _median(at[(example, fastest)])
             lines.append(
@@ -202,7 +204,7 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         ),
         f"- Seed {s['seed']}; {s['thread_env']}; free-threaded interpreters with PYTHON_GIL=0.",
         "- Tasks are chunks of `ceil(n / (4 * workers))` realizations for every peer pool; "
-        "threadensemble submits one realization per task.",
+        "threadensemble's processes backend sizes its tasks itself (about 50 ms of work each).",
         "",
         "| example | short: realizations | parameters |",
         "|---|--:|---|",
@@ -223,7 +225,11 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             f", after: {info['loadavg_after']} ({info['duration_s'] / 60:.1f} min). Runs started "
             f"on a busy machine: {sum(r['busy_starts'] for r in info['rows'])} of "
             f"{sum(len(r['times_s']) for r in info['rows'])}."
-            + (f" Not installed, skipped: {', '.join(skipped)}." if skipped else "")
+            + (
+                f" Not run (not selected or not installed): {', '.join(skipped)}."
+                if skipped
+                else ""
+            )
             + "".join(f" {what}: {why}." for what, why in info.get("unavailable", {}).items()),
             "",
             _where_threads_lose(info["free_threaded"]),
@@ -333,10 +339,20 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"machine": machine, "settings": settings, "interpreters": interpreters}
 
 
+def _load(argument: str) -> dict[str, Any]:
+    """Load a run's results from ``PATH`` or ``LABEL=PATH`` (its one interpreter renamed)."""
+    label, _, path = argument.rpartition("=")
+    run: dict[str, Any] = json.loads(Path(path).read_text())
+    if label:
+        (only,) = run["interpreters"].values()
+        run["interpreters"] = {label: only}
+    return run
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
     if len(sys.argv) > 2:
-        merged = merge([json.loads(Path(f).read_text()) for f in sys.argv[2:]])
+        merged = merge([_load(argument) for argument in sys.argv[2:]])
         out.mkdir(parents=True, exist_ok=True)
         (out / "processes.json").write_text(json.dumps(merged, indent=1) + "\n")
     write_report(out)

@@ -259,10 +259,13 @@ def _resolve(futures: list[Future[_Result]], task: Future[_TaskResult]) -> None:
     error = task.exception()
     if error is not None:  # WorkerInitError, a dead worker, KeyboardInterrupt: for each
         for future in futures:
-            future.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
         return
     outcomes, pid, cpu, seconds = task.result()
     for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():  # cancelled by shutdown meanwhile: nobody collects it
+            continue
         if isinstance(outcome, tuple):
             exc, text = outcome
             exc.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
