@@ -236,16 +236,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             "",
         ]
         for length in s["lengths"]:
-            lines += [
-                f"### {length}",
-                "",
-                *_table(results, label, length),
-                "",
-                "Targets:",
-                "",
-                *_targets(results, label, length),
-                "",
-            ]
+            lines += [f"### {length}", "", *_table(results, label, length), ""]
+            if targets := _targets(results, label, length):
+                lines += ["Targets:", "", *targets, ""]
     path.write_text("\n".join(lines))
 
 
