@@ -79,8 +79,8 @@ from ._state import PerThreadState
 __all__ = ["ProcessBackend", "RemoteRealizationError", "start_method"]
 
 # What a realization returns: the outcome, the worker's pid and its CPU time so far (for the
-# report), and the seconds its task took per realization (for the size of the next tasks).
-_Result: TypeAlias = tuple[Outcome, int, float, float]
+# report), the seconds its task took per realization and the task's size (for the next tasks).
+_Result: TypeAlias = tuple[Outcome, int, float, float, int]
 # What a task returns: per realization its outcome or exception (with its traceback's text),
 # then the worker's pid, its CPU time so far, and the task's seconds per realization.
 _TaskResult: TypeAlias = tuple[list["Outcome | tuple[BaseException, str]"], int, float, float]
@@ -271,7 +271,7 @@ def _resolve(futures: list[Future[_Result]], task: Future[_TaskResult]) -> None:
             exc.__cause__ = _RemoteTraceback(f'\n"""\n{text}"""')
             future.set_exception(exc)
         else:
-            future.set_result((outcome, pid, cpu, seconds))
+            future.set_result((outcome, pid, cpu, seconds, len(futures)))
 
 
 class ProcessBackend:
@@ -351,14 +351,15 @@ class ProcessBackend:
 
     def result(self, future: Future[_Result]) -> Outcome:
         try:
-            outcome, pid, cpu, seconds = future.result()
+            outcome, pid, cpu, seconds, task_size = future.result()
         except BrokenProcessPool as exc:
             raise _worker_died(exc) from exc
         self._worker_cpu[pid] = cpu
-        # Tasks grow at most twofold at a time, so that a few quick realizations (failures)
-        # cannot put many slow ones in one task.
+        # A task holds at most twice as many as the one that finished (the same for each of
+        # its realizations), so that a few quick ones (failures) cannot put many slow
+        # realizations in one task.
         fitting = int(_TASK_SECONDS / max(seconds, 1e-6))
-        self._per_task = max(1, min(fitting, 2 * self._per_task, _MAX_PER_TASK))
+        self._per_task = max(1, min(fitting, 2 * task_size, _MAX_PER_TASK))
         return outcome
 
     def shutdown(self, running: Collection[Future[Any]], cancel: bool) -> None:
