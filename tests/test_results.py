@@ -94,3 +94,55 @@ def test_assemble_refuses_disagreeing_coordinates() -> None:
     b = xr.Dataset({"v": ("t", np.zeros(2))}, coords={"t": [0, 2]})
     with pytest.raises(ValueError, match="t"):
         assemble([a, b], [0, 1])
+
+
+def _coordinate_kinds() -> xr.Dataset:
+    """A Dataset with a coordinate of each kind an index can hold, and some without one."""
+    import pandas as pd
+
+    times = np.array(["2000-01-01", "NaT", "1999-12-31T23:59:59.5"], dtype="datetime64[ns]")
+    ds = xr.Dataset(
+        {"v": (("i", "f", "t", "s", "o", "d", "b"), np.zeros((2, 3, 3, 2, 3, 2, 2)))},
+        coords={
+            "i": [3, -1],
+            "f": [0.0, -0.0, np.nan],
+            "t": times,
+            "s": np.array(["ab", "a\0"]),  # numpy drops a trailing NUL of a fixed-width str
+            "o": np.array([1, "1", None], dtype=object),
+            "d": np.array([1, 2], dtype="timedelta64[s]"),
+            "b": [True, False],
+            "scalar": 1.5,
+            "grid": (("i", "f"), np.arange(6.0).reshape(2, 3)),
+            "label": ("i", ["x", "y"]),
+        },
+    )
+    ds = ds.set_xindex("label")  # an index on a coordinate that is not a dimension
+    ds = ds.assign_coords(p=pd.period_range("2000-01", periods=2, freq="M"))
+    ds = ds.assign_coords(r=pd.RangeIndex(4)).expand_dims("m", axis=0)
+    ds["w"] = (("p", "r"), np.zeros((2, 4)))
+    ds["u"] = (("x", "y"), np.zeros((2, 2)))
+    ds = ds.assign_coords(x=["x0", "x1"], y=[0.5, 1.5])
+    return ds.stack(pair=("x", "y"))  # a multi-index and its levels
+
+
+@pytest.mark.parametrize("strings", ["default", "object"])
+def test_coordinate_hashes_are_those_of_their_values(strings: str) -> None:
+    # layout_of reads a pandas-indexed coordinate's values from its index (quicker): every
+    # kind must hash as its ``.values`` do, or a realization would seem to differ from a file.
+    # Strings: pandas 3 holds them in its own str dtype; before, in object arrays.
+    import warnings
+
+    import pandas as pd
+
+    from threadensemble._results import _hash_values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas 3: the option is deprecated
+        with pd.option_context("future.infer_string", strings != "object"):
+            ds = _coordinate_kinds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (PeriodIndex.values warns on pandas 3)
+        layout = layout_of(ds)
+    assert {"t", "s", "o", "d", "label", "p", "r", "pair", "x", "i", "b", "f"} <= set(ds.xindexes)
+    for name in ds.coords:
+        assert layout[str(name)].values == _hash_values(np.asarray(ds[name].variable.values))

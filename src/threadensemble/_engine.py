@@ -323,11 +323,13 @@ class _Run:
                         try:
                             interrupt.check()
                             k = running.pop(future)
+                            failed = len(self.failures)
                             if self._collect(k, backend, future):
                                 bar.update(1)
                             elif k not in self.failures:
                                 todo.appendleft(k)  # retry
-                            bar.set_postfix(failed=len(self.failures), refresh=False)
+                            if len(self.failures) != failed:
+                                bar.set_postfix(failed=len(self.failures), refresh=False)
                         finally:
                             # The tracebacks of realizations' exceptions, and of an interrupt,
                             # keep this frame alive, and a dask future keeps its result on the

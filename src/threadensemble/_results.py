@@ -102,7 +102,9 @@ def to_dataset(output: Any) -> xr.Dataset:
 
 
 def _dtype_of(var: xr.Variable) -> str:
-    dtype: np.dtype[Any] = np.dtype(var.dtype)
+    if not isinstance(var.dtype, np.dtype):  # pandas' own (period[M], category): by name
+        return str(var.dtype)
+    dtype: np.dtype[Any] = var.dtype
     return dtype.str[:2] if dtype.kind in "US" else dtype.str
 
 
@@ -120,6 +122,22 @@ def _default_dims_variable(values: np.ndarray) -> xr.Variable:
     return plain_variable([f"dim_{i}" for i in range(values.ndim)], values)
 
 
+def _coordinate_values(var: xr.Variable, index: object) -> np.ndarray[Any, Any]:
+    """Return ``var.values`` for a coordinate; ``index`` is its xarray index, if any.
+
+    A coordinate with a plain `PandasIndex` (not a multi-index) and a numpy dtype (not a
+    period or a category) holds the index; its values are the index's array as a numpy array
+    of the coordinate's dtype, as ``var.values`` makes it, but without xarray's adapter (two
+    to five times as quick: the completion loop does this for every coordinate of every
+    realization).
+    """
+    if type(index) is PandasIndex and var.ndim == 1 and isinstance(var.dtype, np.dtype):
+        values = index.index.values
+        if isinstance(values, np.ndarray):  # (pandas 3 holds strings in an array of its own)
+            return np.asarray(values, dtype=var.dtype)
+    return np.asarray(var.values)
+
+
 def layout_of(ds: xr.Dataset, ragged: Sequence[str] = (), like: Layout | None = None) -> Layout:
     """Return the layout of ``ds``, with the sizes of ``ragged`` dimensions left out (-1).
 
@@ -134,15 +152,16 @@ def layout_of(ds: xr.Dataset, ragged: Sequence[str] = (), like: Layout | None = 
     microseconds per coordinate, with the GIL held, for every realization).
     """
     layout = {}
-    coord_names = set(ds.coords)
+    coords = ds.coords
+    indexes = ds.xindexes
     for name, var in ds.variables.items():
         values = preview = None
         key = str(name)
         dims = tuple(str(d) for d in var.dims)
         shape = tuple(-1 if d in ragged else n for d, n in zip(var.dims, var.shape, strict=True))
         dtype = _dtype_of(var)
-        if name in coord_names:
-            data = np.asarray(var.values)
+        if name in coords:
+            data = _coordinate_values(var, indexes.get(name))
             values = _hash_values(data)
             known = like.get(key) if like is not None else None
             if known is not None and known[:4] == (dims, shape, dtype, values):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Collection
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 
 import xarray as xr
 
@@ -40,6 +40,10 @@ class ThreadBackend:
         self.cancel = threading.Event()
         self.per_thread = config.per_thread_state()
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        # Written by the worker threads, read by the calling thread: each future once it is
+        # finished (cheaper than `concurrent.futures.wait`, which installs and removes a
+        # waiter on every running future each time the loop waits).
+        self._finished: queue.SimpleQueue[Future[xr.Dataset]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []  # used by the calling thread only
 
     def describe(self) -> str:
@@ -82,17 +86,25 @@ class ThreadBackend:
                 continue
             if init_error is not None:
                 future.set_exception(init_error)
-                continue
-            try:
-                future.set_result(realize(self.config, self.per_thread, self.cancel, index))
-            except BaseException as exc:
-                future.set_exception(exc)
+            else:
+                try:
+                    future.set_result(realize(self.config, self.per_thread, self.cancel, index))
+                except BaseException as exc:
+                    future.set_exception(exc)
+            self._finished.put(future)
             del future, task  # keep no finished realization alive while waiting
 
     def wait(
         self, futures: Collection[Future[xr.Dataset]], timeout: float
     ) -> Collection[Future[xr.Dataset]]:
-        return wait(futures, timeout, return_when=FIRST_COMPLETED).done
+        # Every finished future is one of ``futures``: the loop collects each once.
+        try:
+            done = [self._finished.get(timeout=timeout)]
+        except queue.Empty:
+            return ()
+        while not self._finished.empty():
+            done.append(self._finished.get())  # only the calling thread takes from the queue
+        return done
 
     def result(self, future: Future[xr.Dataset]) -> Outcome:
         return future.result()
