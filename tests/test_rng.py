@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 import threadensemble as te
-from threadensemble._rng import as_seed_sequence, realization_seeds, realization_streams
+from threadensemble._rng import (
+    as_seed_sequence,
+    realization_seeds,
+    realization_streams,
+    seed_sequence_record,
+)
 
 
 def test_reseed_makes_the_default_stream_reproducible() -> None:
@@ -116,15 +121,30 @@ def test_realization_streams_restore_the_previous_streams() -> None:
 def test_realization_seeds_equal_spawned_children() -> None:
     seeds = realization_seeds(42, 5)
     children = np.random.SeedSequence(42).spawn(5)
-    for ours, theirs in zip(seeds, children, strict=True):
+    for k, theirs in enumerate(children):
+        ours = seeds.fresh(k)
         assert ours.entropy == theirs.entropy
         assert ours.spawn_key == theirs.spawn_key
         assert ours.generate_state(4).tolist() == theirs.generate_state(4).tolist()
+        assert seeds.record(k) == seed_sequence_record(theirs)
+
+
+@pytest.mark.parametrize("seed_for", [None, lambda k: [7, k]])
+def test_every_attempt_gets_a_sequence_of_its_own(seed_for: Any) -> None:
+    # Generator.spawn advances the sequence it was seeded from: an attempt that spawns must
+    # leave the next attempt of that realization (a retry) the same children.
+    seeds = realization_seeds(np.random.SeedSequence(3, spawn_key=(1,)), 2, seed_for)
+    first = seeds.fresh(1)
+    spawned = [c.generate_state(2).tolist() for c in first.spawn(2)]
+    again = seeds.fresh(1)
+    assert again is not first and again.n_children_spawned == 0
+    assert [c.generate_state(2).tolist() for c in again.spawn(2)] == spawned
+    assert seeds.record(1) == seed_sequence_record(again)
 
 
 def test_seed_for_scheme_is_used_as_given() -> None:
     seeds = realization_seeds(None, 3, seed_for=lambda k: 1000 * k)
-    assert [s.entropy for s in seeds] == [0, 1000, 2000]
+    assert [seeds.fresh(k).entropy for k in range(3)] == [0, 1000, 2000]
 
 
 def test_seed_for_with_repeated_seeds_is_refused() -> None:

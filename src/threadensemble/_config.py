@@ -32,6 +32,7 @@ from ._picklable import (
     raise_if_unpicklable,
 )
 from ._rng import (
+    RealizationSeeds,
     SeedLike,
     as_seed_sequence,
     realization_seeds,
@@ -102,7 +103,7 @@ class RunConfig:
     protect_shared: bool
     lazy: bool
     n_workers: int
-    seeds: list[np.random.SeedSequence]
+    seeds: RealizationSeeds
     output_dir: Path | None
     ragged: tuple[str, ...]
     progress: bool
@@ -136,7 +137,7 @@ class RunConfig:
 
     def file_attrs(self, index: int) -> dict[str, Any]:
         """Global attributes recorded with realization ``index`` (its seed, the run, the build)."""
-        seed = seed_sequence_record(self.seeds[index])
+        seed = self.seeds.record(index)
         return {
             "threadensemble_realization": index,
             "threadensemble_seed_entropy": seed["entropy"],

@@ -19,7 +19,7 @@ from ._context import CancelFlag, realization_context
 from ._encoding import netcdf_ready
 from ._netcdf import realization_path, write_temporary
 from ._results import Layout, layout_of, to_dataset
-from ._rng import fresh_seed_sequence, named_seed_sequence, realization_streams
+from ._rng import named_seed_sequence, realization_streams
 from ._routing import applied_routes
 from ._state import PerThreadState, check_private_state
 
@@ -33,7 +33,7 @@ def warm_up(config: RunConfig) -> None:
     """
     warm = config.simulate if config.warmup is True else config.warmup
     assert callable(warm)
-    seq = named_seed_sequence(config.seeds[0], "threadensemble.warmup")
+    seq = named_seed_sequence(config.seeds.fresh(0), "threadensemble.warmup")
     with realization_streams(seq):
         warm(*config.args, **config.call_kwargs(config.state))
     if config.share_state:
@@ -47,7 +47,7 @@ def realize(
     if cancel.is_set():
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
-    seeds = fresh_seed_sequence(config.seeds[index])  # this attempt's own: spawn() is repeatable
+    seeds = config.seeds.fresh(index)  # this attempt's own: spawn() inside is repeatable
     with realization_streams(seeds), realization_context(index, cancel):
         try:
             output = config.simulate(*config.args, **kwargs)

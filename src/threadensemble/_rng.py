@@ -5,9 +5,9 @@ Seeding rules (the reasons are in ``docs/reproducibility.md``):
 * Realization ``k`` draws from ``SeedSequence(entropy, spawn_key=(*root_key, k))``.  Its numbers
   depend on the run seed and ``k`` only, never on the thread, the worker count or the order in
   which realizations finish.
-* The per-realization sequences are *constructed* with an explicit spawn key in the calling
-  thread.  ``SeedSequence.spawn`` is never called from worker threads: it increments a counter
-  on the parent and is not thread-safe.
+* The per-realization sequences are *constructed* with an explicit spawn key, afresh for each
+  attempt (`RealizationSeeds.fresh`).  ``SeedSequence.spawn`` is never called on a sequence
+  that threads share: it increments a counter on the parent and is not thread-safe.
 * A named stream (``get_rng("wind")``) extends the realization's spawn key with a stable 64-bit
   hash of the name, so a component that draws more numbers never shifts another component.
 * Nothing here is shared between threads, so nothing here takes a lock.  UNSAFE, and exactly
@@ -28,6 +28,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 __all__ = [
+    "RealizationSeeds",
     "SeedLike",
     "ThreadLocalGenerator",
     "as_seed_sequence",
@@ -208,12 +209,45 @@ def realization_seed(seed: SeedLike, k: int) -> np.random.SeedSequence:
     return _child(as_seed_sequence(seed), int(k))
 
 
+class RealizationSeeds:
+    """The root `SeedSequence` of every realization of a run, made afresh for each attempt.
+
+    Realization ``k`` of a run seeded with ``root`` gets the root's entropy with ``k``
+    appended to its spawn key, built when it starts (in the thread or process that runs it:
+    nothing is built for the realizations a run never reaches); with ``seed_for``, the
+    sequences given, checked and kept when the run is configured.  Read-only once made.
+    """
+
+    __slots__ = ("_given", "_root")
+
+    def __init__(
+        self,
+        root: np.random.SeedSequence | None,
+        given: Sequence[np.random.SeedSequence] = (),
+    ) -> None:
+        self._root = root
+        self._given = tuple(given)
+
+    def fresh(self, k: int) -> np.random.SeedSequence:
+        """Return a new sequence for realization ``k``: ``get_rng().spawn(n)`` advances it only."""
+        if self._root is not None:
+            return _child(self._root, k)
+        return fresh_seed_sequence(self._given[k])
+
+    def record(self, k: int) -> dict[str, Any]:
+        """Return `seed_sequence_record` of realization ``k``'s sequence (without building it)."""
+        if self._root is None:
+            return seed_sequence_record(self._given[k])
+        root = seed_sequence_record(self._root)
+        return {**root, "spawn_key": [*root["spawn_key"], k]}
+
+
 def realization_seeds(
     seed: SeedLike,
     n_realizations: int,
     seed_for: Callable[[int], SeedLike] | None = None,
-) -> list[np.random.SeedSequence]:
-    """Return the root `SeedSequence` of every realization, built in the calling thread.
+) -> RealizationSeeds:
+    """Return the seeds of a run's realizations, checked in the calling thread.
 
     Parameters
     ----------
@@ -228,8 +262,7 @@ def realization_seeds(
         of it: ``7`` and ``[7, 0]``) are refused, as they would be identical.
     """
     if seed_for is None:
-        root = as_seed_sequence(seed)
-        return [_child(root, k) for k in range(n_realizations)]
+        return RealizationSeeds(as_seed_sequence(seed))
     seqs: list[np.random.SeedSequence] = []
     # The generator state a seed gives, not its form: 7 and [7, 0] seed the same numbers.
     first_with: dict[bytes, int] = {}
@@ -252,7 +285,7 @@ def realization_seeds(
             )
         first_with[key] = k
         seqs.append(seq)
-    return seqs
+    return RealizationSeeds(None, seqs)
 
 
 def seed_sequence_record(seq: np.random.SeedSequence) -> dict[str, Any]:
