@@ -72,6 +72,9 @@ def reads(
         "writeable": ("array", [a.flags.writeable for a in arrays]),
         "untouched": ((), untouched),
         "state_mean": ((), state.values.mean()),
+        # A worker closes the descriptor it got once it has mapped the file (the mmap object
+        # keeps one of its own).
+        "descriptors": ((), len(memory_files_held())),
     }
 
 
@@ -105,14 +108,16 @@ def test_large_arrays_are_mapped_small_ones_copied_and_the_ensemble_is_the_threa
     before = [a.copy() for a in args[:4]]
     threads = _run(args, state)
     processes = _run(args, state, backend="processes")
-    assert not threads["mapped"].any()
-    xr.testing.assert_identical(threads.drop_vars("mapped"), processes.drop_vars("mapped"))
+    assert not threads["mapped"].any() and (threads["descriptors"] == 0).all()
+    per_process = ["mapped", "descriptors"]
+    xr.testing.assert_identical(threads.drop_vars(per_process), processes.drop_vars(per_process))
     # big, Fortran-ordered and the object array's large element mapped; small, strided and the
     # state's copy (deep-copied in the worker) not.
     mapped = processes["mapped"].values
     assert (mapped == [True, False, True, False, True, False]).all(), mapped
     assert processes["writeable"].values.all(), "writeable, as each worker's own copy"
     assert processes["untouched"].all() and (state.values == 0).all()
+    assert (processes["descriptors"] == 1).all(), "the mmap object's descriptor only"
     assert all((a == b).all() for a, b in zip(args, before, strict=False))
     assert memory_files_held() == [], "the calling process closed its memory file"
 

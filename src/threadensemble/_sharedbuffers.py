@@ -14,8 +14,9 @@ and unpickles with slices of the mapping as the buffers.
   are shared by every worker (one copy of the data in memory, not one per worker).
 * The file has no name: the kernel frees it when its last descriptor and mapping are gone.
   The calling process closes its descriptor when the pool is shut down (`SharedBuffers.close`),
-  a worker as soon as it has mapped the file; nothing is left behind even if a process is
-  killed.  The file is sealed once written: its size and data cannot change.
+  a worker the one it was given as soon as it has mapped the file (its `mmap.mmap` keeps one
+  of its own, for as long as the worker's arrays); nothing is left behind even if a process
+  is killed.  The file is sealed once written: its size and data cannot change.
 * Small buffers stay in the pickle: a copy per worker of under a MiB costs less than a shared
   mapping of its own, and would share its pages with its neighbours' (joblib's threshold for
   memory-mapping arrays to its workers is the same).  Where ``os.memfd_create`` does not exist
