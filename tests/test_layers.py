@@ -86,6 +86,7 @@ LAYERS = [
         "_shared",
         "_stacking",
         "_compare",
+        "_sharedbuffers",
     },
     {"_identity", "_state", "_picklable", "_results", "_encoding", "_report", "_lock", "_routing"},
     {"_model"},

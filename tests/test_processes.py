@@ -403,8 +403,11 @@ def fails_at_2():
     return {"x": te.get_rng().random(2)}
 
 
-def stubborn(pids):  # never polls cancelled()
-    open(os.path.join(pids, str(os.getpid())), "w").close()
+def stubborn(pids, table):  # never polls cancelled()
+    # On Linux, the table's memory is a memory file's (shared by the workers).
+    mapped = sys.platform != "linux" or "/memfd:threadensemble" in open("/proc/self/maps").read()
+    name = str(os.getpid()) if mapped else f"{os.getpid()}.unmapped"
+    open(os.path.join(pids, name), "w").close()
     time.sleep(0.3)
     return {"x": te.get_rng().random(2)}
 
@@ -417,9 +420,22 @@ if __name__ == "__main__":
     except te.EnsembleError as exc:
         print(exc, exc.completed, sorted(os.listdir(out + "/a")), flush=True)
     print(getattr(forkserver._forkserver, "_forkserver_pid", None), flush=True)
-    te.simulate_ensemble(stubborn, 400, kwargs={"pids": pids}, n_workers=2,
-                         output_dir=out + "/b", progress=False, backend="processes")
+    te.simulate_ensemble(stubborn, 400, kwargs={"pids": pids, "table": np.zeros(1 << 20)},
+                         n_workers=2, output_dir=out + "/b", progress=False, backend="processes")
 """
+
+
+def _memory_files(pid: int) -> list[str]:
+    """The descriptors of process ``pid`` that are threadensemble's memory files."""
+    held = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except FileNotFoundError:  # closed meanwhile
+            continue
+        if target.startswith("/memfd:threadensemble"):
+            held.append(target)
+    return held
 
 
 def _running(pid: int) -> bool:
@@ -452,10 +468,20 @@ def test_workers_exit_when_the_calling_process_is_killed(tmp_path: Path) -> None
     while len(list((out / "b").glob("real_*.nc"))) < 2 or len(list(pids.iterdir())) < 2:
         assert child.poll() is None and time.monotonic() < deadline, "the run ended early"
         time.sleep(0.05)
+    if sys.platform == "linux":
+        # The model's large array is in a memory file: held by the calling process and mapped by
+        # the workers only (the forkserver closed the descriptors it passed on), so that the
+        # kernel frees it when they are gone.
+        assert len(_memory_files(child.pid)) == 1
+        if forkserver != "None":
+            assert _memory_files(int(forkserver)) == []
+            assert "/memfd:" not in Path(f"/proc/{forkserver}/maps").read_text()
     child.kill()
     child.wait(timeout=60)  # not communicate(): orphaned workers would hold its pipes open
     child.stdout.close()
-    workers = [int(p.name) for p in pids.iterdir()]
+    names = [p.name for p in pids.iterdir()]
+    assert all(name.isdigit() for name in names), f"every worker mapped the table: {names}"
+    workers = [int(name) for name in names]
     if forkserver != "None":
         workers.append(int(forkserver))
     deadline = time.monotonic() + 30

@@ -9,7 +9,8 @@ form layers, each importing only from the layers below it (``tests/test_layers.p
 
 1. primitives: ``_errors``, ``_runtime``, ``_rng``, ``_context``, ``_interrupt``, ``_progress``,
    ``_shared`` (walking an object graph), ``_stacking`` (a fast path of ``xarray.concat``),
-   ``_compare`` (realizations bit for bit);
+   ``_compare`` (realizations bit for bit), ``_sharedbuffers`` (a pickle's large buffers in a
+   memory file that worker processes map);
 2. one concern each: ``_identity``, ``_state``, ``_picklable``, ``_results``, ``_encoding``,
    ``_report``, ``_lock``, ``_routing``;
 3. the model object (its parts validated, its fingerprint): ``_model``;

@@ -10,11 +10,14 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
 * The run's configuration (``simulate``, ``args``, ``kwargs``, the warmed-up master state, the
   seeds) is pickled once here (by cloudpickle when installed: functions of ``__main__`` travel
   by value) and sent to each worker process once, as its initializer's argument; tasks carry
-  only realization indices.
+  only realization indices.  Its buffers of a MiB or more (the model's large arrays) are not
+  in that pickle: they are written once into a memory file whose descriptor the workers get,
+  and map copy-on-write (`threadensemble._sharedbuffers`; Linux): one copy in memory, however
+  many workers, each worker's arrays still its own.
 * Each worker process unpickles it once and deep-copies the state once, as a worker thread
   does: one process computes one realization at a time, so its copy needs no lock.  A worker
-  that cannot unpickle the configuration or copy the state answers every task with
-  `WorkerInitError`, naming the cause; the run stops at the first.
+  that cannot map the memory file, unpickle the configuration or copy the state answers every
+  task with `WorkerInitError`, naming the cause; the run stops at the first.
 * A task calls `realize` for each of its realizations, as a worker thread does, with the same
   seed streams: the ensemble is bitwise identical to the threads'.  Without ``output_dir`` it
   returns the Datasets (pickled back).  With one, it writes each file completely under a
@@ -74,6 +77,7 @@ from ._netcdf import TEMP_NAME
 from ._picklable import PROCESSES_ADVICE, model_pickler, raise_if_unpicklable
 from ._realize import Outcome, realize_and_write
 from ._shared import make_read_only
+from ._sharedbuffers import SharedBuffers, dumps_sharing
 from ._state import PerThreadState
 
 __all__ = ["ProcessBackend", "RemoteRealizationError", "start_method"]
@@ -177,14 +181,27 @@ class _WorkerRun:
 _worker_run: _WorkerRun | None = None
 
 
-def _initialize(payload: bytes, run_cancel: CancelFlag, caller: Connection) -> None:
+def _initialize(
+    payload: bytes, shared: SharedBuffers | None, run_cancel: CancelFlag, caller: Connection
+) -> None:
     """Set up a worker process (the pool's initializer): ignore Ctrl-C, unpickle, copy state."""
     global _worker_run
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the calling process cancels its workers
     cancel = _CallerWatch(run_cancel, caller)
     threading.Thread(target=cancel.exit_with_the_caller, daemon=True).start()
     try:
-        config: RunConfig = pickle.loads(payload)
+        buffers = None if shared is None else shared.views()
+    except BaseException as exc:
+        _worker_run = _WorkerRun(
+            None,
+            None,
+            cancel,
+            f"could not map the memory file of the model's large arrays: "
+            f"{type(exc).__name__}: {exc}",
+        )
+        return
+    try:
+        config: RunConfig = pickle.loads(payload, buffers=buffers)
     except BaseException as exc:
         _worker_run = _WorkerRun(
             None,
@@ -293,7 +310,7 @@ class ProcessBackend:
             warmup=False,
             output_dir=None if config.output_dir is None else config.output_dir.absolute(),
         )
-        payload = _pickle_config(worker_config)
+        payload, self._shared = _pickle_config(worker_config)
         # Held by the calling process only, never written to: the workers exit when it closes.
         caller, self._caller = context.Pipe(duplex=False)
         # Used by the calling thread only: the latest CPU time each worker process reported.
@@ -304,12 +321,17 @@ class ProcessBackend:
         # many a task holds now (`_TASK_SECONDS`).
         self._unsent: list[tuple[int, Future[_Result]]] = []
         self._per_task = 1
-        self.pool = ProcessPoolExecutor(
-            max_workers=n_processes,
-            mp_context=context,
-            initializer=_initialize,
-            initargs=(payload, self.cancel, caller),
-        )
+        try:
+            self.pool = ProcessPoolExecutor(
+                max_workers=n_processes,
+                mp_context=context,
+                initializer=_initialize,
+                initargs=(payload, self._shared, self.cancel, caller),
+            )
+        except BaseException:
+            if self._shared is not None:
+                self._shared.close()
+            raise
 
     def describe(self) -> str:
         return f"{self.n_processes} processes"
@@ -372,6 +394,8 @@ class ProcessBackend:
             self.cancel.set()
         self.pool.shutdown(wait=True, cancel_futures=cancel)
         self._caller.close()
+        if self._shared is not None:  # no worker is started any more: no other needs it
+            self._shared.close()
         if self.output_dir is not None:
             # Every worker has exited, and every file committed: what temporaries of theirs
             # are left (finished after the cancellation, or cut short when a worker died) are
@@ -393,11 +417,11 @@ def _remove_temporaries(directory: Path, pids: Collection[int]) -> None:
             path.unlink(missing_ok=True)
 
 
-def _pickle_config(config: RunConfig) -> bytes:
-    """Pickle the workers' configuration; TypeError naming what cannot be pickled."""
+def _pickle_config(config: RunConfig) -> tuple[bytes, SharedBuffers | None]:
+    """Pickle the workers' configuration (`dumps_sharing`); TypeError naming what cannot be."""
     dumps = model_pickler()
     try:
-        return dumps(config)
+        return dumps_sharing(dumps, config)
     except Exception:
         # The arguments were checked before the run; a warm-up may have put something that
         # cannot travel into the state since.
