@@ -222,6 +222,27 @@ def test_a_script_read_from_standard_input_is_refused_before_anything_starts(
     assert len(te.open_ensemble(out).realization) == 2
 
 
+def test_a_script_without_the_main_guard_is_named_as_the_cause(tmp_path: Path) -> None:
+    """Each worker imports the script again, which starts a run: the worker dies starting.
+
+    The error said "killed, out of memory, or crashed in an extension module" before.
+    """
+    script = tmp_path / "run.py"
+    out = tmp_path / "out"
+    script.write_text(FROM_STDIN.replace("OUT", repr(str(out))))  # no __main__ guard
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("threadensemble.WorkerInitError: a worker process died while starting")
+    assert f"main module ({script}) again" in last and 'if __name__ == "__main__":' in last
+    # The worker's own traceback says why it stopped, before it started a pool of its own.
+    assert "was called while a worker process imports the main module again" in done.stderr
+    assert "killed, out of memory" not in done.stderr
+    assert not list(out.glob("real_*.nc"))
+
+
 INTERRUPTIBLE = """
 import signal, sys, time
 import numpy as np
@@ -380,7 +401,7 @@ def test_a_failure_that_cannot_be_pickled_fails_its_realization_a_dead_worker_st
     assert sorted(p.name for p in out.glob("real_*.nc")) == ["real_00000.nc", "real_00004.nc"]
     assert _no_hidden_files(out) == []
 
-    with pytest.raises(te.WorkerInitError, match="a worker process died"):
+    with pytest.raises(te.WorkerInitError, match=r"a worker process died .*: killed, out of"):
         te.simulate_ensemble(misbehaves, 8, kwargs={"output_dir": str(out)}, output_dir=out,
                              backend="processes", **options)  # fmt: skip
     assert _no_hidden_files(out) == [], "the dead worker's temporary file is removed"

@@ -46,10 +46,16 @@ def raise_if_main_cannot_start_workers() -> None:
     A ``forkserver`` or ``spawn`` worker first runs the calling program's main module again
     (as ``__mp_main__``), found by its module name or its file; a program read from standard
     input (``python - < script.py``: ``__file__`` is ``'<stdin>'``) or a script deleted since
-    it started cannot be, and the worker dies at start with a bare BrokenPipeError.
+    it started cannot be, and the worker dies at start with a bare BrokenPipeError.  A worker
+    that is running the main module again (one that starts the run when imported) is told so.
     """
     from multiprocessing import process
 
+    if getattr(process.current_process(), "_inheriting", False):  # as multiprocessing checks
+        raise RuntimeError(
+            'backend="processes" was called while a worker process imports the main module '
+            'again: start the run under `if __name__ == "__main__":`'
+        )
     main = sys.modules.get("__main__")
     if main is None or getattr(getattr(main, "__spec__", None), "name", None) is not None:
         return  # run as a module (python -m): found by its name

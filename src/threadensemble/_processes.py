@@ -56,6 +56,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -63,7 +64,7 @@ from collections.abc import Collection
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from multiprocessing import connection
+from multiprocessing import connection, synchronize
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.reduction import ForkingPickler
@@ -182,10 +183,15 @@ _worker_run: _WorkerRun | None = None
 
 
 def _initialize(
-    payload: bytes, shared: SharedBuffers | None, run_cancel: CancelFlag, caller: Connection
+    payload: bytes,
+    shared: SharedBuffers | None,
+    run_cancel: CancelFlag,
+    caller: Connection,
+    started: synchronize.Event,
 ) -> None:
     """Set up a worker process (the pool's initializer): ignore Ctrl-C, unpickle, copy state."""
     global _worker_run
+    started.set()  # it has imported the main module again: it did not die while starting
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the calling process cancels its workers
     cancel = _CallerWatch(run_cancel, caller)
     threading.Thread(target=cancel.exit_with_the_caller, daemon=True).start()
@@ -303,6 +309,9 @@ class ProcessBackend:
         context: BaseContext = multiprocessing.get_context(method)
         # Set by the calling process only (shutdown); read by the workers' realizations.
         self.cancel = context.Event()
+        # Set by the first worker process that reaches its initializer; read by the calling
+        # thread when a worker has died, to tell a failed start from a later death.
+        self._started = context.Event()
         # What the workers get: no warm-up (it ran here, and a warm-up function need not be
         # picklable); an absolute output_dir (spawned workers may start elsewhere).
         worker_config = dataclasses.replace(
@@ -326,7 +335,7 @@ class ProcessBackend:
                 max_workers=n_processes,
                 mp_context=context,
                 initializer=_initialize,
-                initargs=(payload, self._shared, self.cancel, caller),
+                initargs=(payload, self._shared, self.cancel, caller, self._started),
             )
         except BaseException:
             if self._shared is not None:
@@ -361,7 +370,7 @@ class ProcessBackend:
         try:
             task = self.pool.submit(_realize_in_worker, [index for index, _ in unsent])
         except BrokenProcessPool as exc:  # a retry, after a worker died
-            raise _worker_died(exc) from exc
+            raise _worker_died(exc, self._started.is_set()) from exc
         self._worker_pids.update(list(self.pool._processes))  # started as tasks are submitted
         task.add_done_callback(functools.partial(_resolve, [future for _, future in unsent]))
 
@@ -375,7 +384,7 @@ class ProcessBackend:
         try:
             outcome, pid, cpu, seconds, task_size = future.result()
         except BrokenProcessPool as exc:
-            raise _worker_died(exc) from exc
+            raise _worker_died(exc, self._started.is_set()) from exc
         self._worker_cpu[pid] = cpu
         # A task holds at most twice as many as the one that finished (the same for each of
         # its realizations), so that a few quick ones (failures) cannot put many slow
@@ -403,7 +412,15 @@ class ProcessBackend:
             _remove_temporaries(self.output_dir, self._worker_pids)
 
 
-def _worker_died(exc: BrokenProcessPool) -> WorkerInitError:
+def _worker_died(exc: BrokenProcessPool, any_started: bool) -> WorkerInitError:
+    if not any_started:
+        main = getattr(sys.modules.get("__main__"), "__file__", None)
+        return WorkerInitError(
+            f"a worker process died while starting, before it could load the model ({exc}); "
+            f"worker processes import the main module{f' ({main})' if main else ''} again, "
+            'so a script must start the run under `if __name__ == "__main__":`, as '
+            "multiprocessing requires (the worker's own traceback, if any, is above)"
+        )
     return WorkerInitError(
         f"a worker process died ({exc}): killed, out of memory, or crashed in an extension "
         "module; the run stops"
