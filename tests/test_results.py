@@ -74,6 +74,17 @@ def test_a_layout_like_the_template_is_the_layout() -> None:
             check_layout(layout, template, 0)
 
 
+def test_a_layout_whose_preview_alone_differs_is_the_same_layout() -> None:
+    """The preview is only for messages: a worker process renders it with numpy's default
+    print options, the calling process (or the run that recorded the template) with its own."""
+    ds = xr.Dataset({"u": ("x", np.zeros(3))}, coords={"x": [0.123456789, 1.0, 2.0]})
+    with np.printoptions(precision=3):
+        template = layout_of(ds)
+    layout = layout_of(ds)
+    assert layout["x"].preview != template["x"].preview
+    check_layout(layout, template, 0)
+
+
 def test_assemble_orders_by_index_and_keeps_common_attrs() -> None:
     parts = [
         xr.Dataset({"a": ((), float(k))}, attrs={"run": "r1", "realization": k}) for k in (2, 0, 1)
