@@ -1,6 +1,7 @@
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -83,6 +84,20 @@ def test_a_layout_whose_preview_alone_differs_is_the_same_layout() -> None:
     layout = layout_of(ds)
     assert layout["x"].preview != template["x"].preview
     check_layout(layout, template, 0)
+
+
+def test_a_categorical_coordinate_with_other_categories_has_another_layout() -> None:
+    """Same values, other categories: xarray.concat refuses to align them (after the run)."""
+
+    def kinds(*categories: str) -> xr.Dataset:
+        index = pd.CategoricalIndex(["a", "b"], categories=categories)
+        return xr.Dataset({"n": ("kind", [1, 2])}, coords={"kind": index})
+
+    template = layout_of(kinds("a", "b"))
+    check_layout(layout_of(kinds("a", "b")), template, 0)
+    for categories in (("a", "b", "c"), ("b", "a")):
+        with pytest.raises(InconsistentRealizationError, match=r"'kind' has dims .* category"):
+            check_layout(layout_of(kinds(*categories)), template, 0)
 
 
 def test_assemble_orders_by_index_and_keeps_common_attrs() -> None:
