@@ -516,3 +516,21 @@ def test_workers_exit_when_the_calling_process_is_killed(tmp_path: Path) -> None
     left = sorted(p.name for p in (out / "b").iterdir())
     time.sleep(1.0)
     assert sorted(p.name for p in (out / "b").iterdir()) == left, "nobody writes there any more"
+
+
+def on_a_grid() -> xr.Dataset:
+    x = [0.123456789, 1.0, 2.0]
+    return xr.Dataset({"u": ("x", te.get_rng().random(3))}, coords={"x": x})
+
+
+def test_a_directory_written_on_threads_extends_on_processes_under_other_print_options(
+    tmp_path: Path,
+) -> None:
+    """Workers render the coordinates' previews with numpy's defaults: not a layout of its own
+    (every new realization was refused, "differs from realization 0: " and nothing more)."""
+    run = {"seed": 2, "n_workers": 2, "progress": False, "output_dir": tmp_path / "run"}
+    with np.printoptions(precision=3):
+        te.simulate_ensemble(on_a_grid, 2, **run)
+        extended = te.simulate_ensemble(on_a_grid, 4, backend="processes", **run)
+    reference = te.simulate_ensemble(on_a_grid, 4, seed=2, n_workers=2, progress=False)
+    xr.testing.assert_equal(extended, reference)

@@ -1,6 +1,7 @@
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -72,6 +73,31 @@ def test_a_layout_like_the_template_is_the_layout() -> None:
         assert layout == layout_of(grid(x))
         with pytest.raises(InconsistentRealizationError):
             check_layout(layout, template, 0)
+
+
+def test_a_layout_whose_preview_alone_differs_is_the_same_layout() -> None:
+    """The preview is only for messages: a worker process renders it with numpy's default
+    print options, the calling process (or the run that recorded the template) with its own."""
+    ds = xr.Dataset({"u": ("x", np.zeros(3))}, coords={"x": [0.123456789, 1.0, 2.0]})
+    with np.printoptions(precision=3):
+        template = layout_of(ds)
+    layout = layout_of(ds)
+    assert layout["x"].preview != template["x"].preview
+    check_layout(layout, template, 0)
+
+
+def test_a_categorical_coordinate_with_other_categories_has_another_layout() -> None:
+    """Same values, other categories: xarray.concat refuses to align them (after the run)."""
+
+    def kinds(*categories: str) -> xr.Dataset:
+        index = pd.CategoricalIndex(["a", "b"], categories=categories)
+        return xr.Dataset({"n": ("kind", [1, 2])}, coords={"kind": index})
+
+    template = layout_of(kinds("a", "b"))
+    check_layout(layout_of(kinds("a", "b")), template, 0)
+    for categories in (("a", "b", "c"), ("b", "a")):
+        with pytest.raises(InconsistentRealizationError, match=r"'kind' has dims .* category"):
+            check_layout(layout_of(kinds(*categories)), template, 0)
 
 
 def test_assemble_orders_by_index_and_keeps_common_attrs() -> None:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +172,62 @@ def test_without_memory_files_every_buffer_travels_in_the_pickle(
     processes = _run(args, state, backend="processes")
     xr.testing.assert_identical(threads, processes)
     assert not processes["mapped"].any()
+
+
+INTERRUPTED_TWICE = """
+import os, signal, sys, time
+from pathlib import Path
+import numpy as np
+import threadensemble as te
+
+
+def stubborn(big):
+    # Ignores the cancellation (it only says it saw it), so that the first Ctrl-C's shutdown
+    # waits for it, and the second Ctrl-C interrupts that wait.
+    marks = Path(sys.argv[1])
+    (marks / f"running.{te.current_realization()}").touch()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if te.cancelled():
+            (marks / f"cancelled.{te.current_realization()}").touch()
+        time.sleep(0.01)
+    return {"x": np.array([big[0]])}
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # (pytest-xdist ignores SIGINT)
+    try:
+        te.simulate_ensemble(stubborn, 4, args=(np.zeros(2 << 20),), n_workers=2, seed=1,
+                             backend="processes", progress=False)
+    except KeyboardInterrupt:
+        pass
+    held = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held += "memfd:threadensemble" in os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:  # the descriptor listdir used
+            pass
+    print("held", held, flush=True)
+    os._exit(0)  # the workers exit with this process (they still run stubborn)
+"""
+
+
+def test_a_second_ctrl_c_during_the_shutdown_still_closes_the_memory_file(tmp_path: Path) -> None:
+    script = tmp_path / "interrupted_twice.py"
+    script.write_text(INTERRUPTED_TWICE)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 90
+
+    def wait_for(pattern: str) -> None:
+        while not list(tmp_path.glob(pattern)):
+            assert child.poll() is None and time.monotonic() < deadline, pattern
+            time.sleep(0.02)
+
+    wait_for("running.*")
+    child.send_signal(signal.SIGINT)  # the run cancels its workers, and waits for them
+    wait_for("cancelled.*")  # the shutdown is waiting: the realizations ignore it
+    child.send_signal(signal.SIGINT)  # interrupts that wait
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0 and out.split() == ["held", "0"], out

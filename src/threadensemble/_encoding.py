@@ -7,10 +7,11 @@ changes only what has one obvious lossless encoding: a bool attribute (or a list
 bools) is stored as int8 0/1, and reads back as 0/1.  Everything else that netCDF4 cannot store
 is refused rather than silently changed: a None attribute (netCDF has no null), complex data,
 floats other than float32 and float64 (float16, ``np.longdouble``), object arrays that are not
-all strings, and names netCDF-C refuses (``NC_check_name``) or would change: empty, with ``/``,
-longer than 256 bytes, starting with an ASCII character other than a letter, digit or ``_``,
-holding an ASCII control character, ending in ASCII whitespace, or not in Unicode NFC (netCDF-C
-normalizes names, so the name read back would differ).  Strings of any length are fine (xarray
+all strings, pandas' own dtypes (category, nullable numbers, tz-aware times, periods), and
+names netCDF-C refuses (``NC_check_name``) or would change: empty, with ``/``, longer than 256
+bytes, starting with an ASCII character other than a letter, digit or ``_``, holding an ASCII
+control character, ending in ASCII whitespace, or not in Unicode NFC (netCDF-C normalizes
+names, so the name read back would differ).  Strings of any length are fine (xarray
 stores them as variable-length strings).
 """
 
@@ -140,6 +141,12 @@ def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
     ready = ds.copy(deep=False)  # new variables and attrs; the data are not copied
     for name, var in ready.variables.items():
         _check_name(name, "variable")
+        if not isinstance(var.dtype, np.dtype):  # (netCDF-C's error: "Cannot interpret ...")
+            raise UnstorableOutputError(
+                f"variable {name!r} has dtype {var.dtype}, one of pandas' own: netCDF4 stores "
+                "numpy dtypes only; convert it (a category to its values' dtype, nullable "
+                "numbers to floats with NaN, tz-aware times to UTC datetime64)"
+            )
         _check_dtype(var.dtype, var.values if var.dtype.kind == "O" else None, f"variable {name!r}")
         var.attrs = _attributes(var.attrs, f"variable {name!r}")
     ready.attrs = _attributes(ds.attrs, "the dataset")

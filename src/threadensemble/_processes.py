@@ -394,17 +394,21 @@ class ProcessBackend:
         return outcome
 
     def shutdown(self, running: Collection[Future[Any]], cancel: bool) -> None:
-        for _, future in self._unsent:
-            future.cancel()
-        self._unsent.clear()
-        if cancel:
-            # Cancel what has not started, tell running realizations (cancelled() turns True),
-            # and wait for them: their results are discarded.
-            self.cancel.set()
-        self.pool.shutdown(wait=True, cancel_futures=cancel)
+        try:
+            for _, future in self._unsent:
+                future.cancel()
+            self._unsent.clear()
+            if cancel:
+                # Cancel what has not started, tell running realizations (cancelled() turns
+                # True), and wait for them: their results are discarded.
+                self.cancel.set()
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+        finally:
+            # Even when a second Ctrl-C interrupts the wait: nothing else would ever close
+            # the memory file, which holds a copy of the model's large arrays.
+            if self._shared is not None:  # no worker is started any more: no other needs it
+                self._shared.close()
         self._caller.close()
-        if self._shared is not None:  # no worker is started any more: no other needs it
-            self._shared.close()
         if self.output_dir is not None:
             # Every worker has exited, and every file committed: what temporaries of theirs
             # are left (finished after the cancellation, or cut short when a worker died) are

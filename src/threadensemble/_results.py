@@ -102,7 +102,10 @@ def to_dataset(output: Any) -> xr.Dataset:
 
 
 def _dtype_of(var: xr.Variable) -> str:
-    if not isinstance(var.dtype, np.dtype):  # pandas' own (period[M], category): by name
+    if isinstance(var.dtype, pd.CategoricalDtype):  # its categories too ('category' names none)
+        categories = _hash_values(np.asarray(var.dtype.categories, dtype=object))
+        return f"category[ordered={var.dtype.ordered}, categories {categories[:12]}]"
+    if not isinstance(var.dtype, np.dtype):  # pandas' own (period[M], Int64): by name
         return str(var.dtype)
     dtype: np.dtype[Any] = var.dtype
     return dtype.str[:2] if dtype.kind in "US" else dtype.str
@@ -211,6 +214,8 @@ def check_layout(layout: Layout, template: Layout, template_index: int) -> None:
                 f"coordinate {name!r}{along} has values {this.preview} "
                 f"(realization {template_index}: {first.preview})"
             )
+    if not problems:  # only the previews differ: rendered elsewhere (a worker's print options)
+        return
     raise InconsistentRealizationError(
         f"differs from realization {template_index}: " + "; ".join(problems)
     )
