@@ -6,6 +6,7 @@ Real worker processes; whether an array's memory is the memory file's is read fr
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -163,10 +164,18 @@ def test_a_worker_writing_a_mapped_array_changes_its_own_copy_only() -> None:
     assert (table == 0).all() and table.flags.writeable
 
 
+@pytest.mark.parametrize("memory_files", ["missing", "refused"])
 def test_without_memory_files_every_buffer_travels_in_the_pickle(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, memory_files: str
 ) -> None:
-    monkeypatch.delattr(os, "memfd_create")  # as on macOS and Windows
+    if memory_files == "missing":
+        monkeypatch.delattr(os, "memfd_create")  # as on macOS and Windows
+    else:
+
+        def refused(*_: object) -> int:  # no descriptor left (or a sandbox that forbids them)
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(os, "memfd_create", refused)
     args, state = _model()
     threads = _run(args, state)
     processes = _run(args, state, backend="processes")

@@ -20,7 +20,8 @@ and unpickles with slices of the mapping as the buffers.
 * Small buffers stay in the pickle: a copy per worker of under a MiB costs less than a shared
   mapping of its own, and would share its pages with its neighbours' (joblib's threshold for
   memory-mapping arrays to its workers is the same).  Where ``os.memfd_create`` does not exist
-  (macOS, Windows) every buffer stays in the pickle, and each worker unpickles its own copy.
+  (macOS, Windows), or the file cannot be made (no descriptor or memory left, a sandbox that
+  forbids it), every buffer stays in the pickle, and each worker unpickles its own copy.
 """
 
 from __future__ import annotations
@@ -103,7 +104,10 @@ def dumps_sharing(pickler: Callable[..., bytes], obj: object) -> tuple[bytes, Sh
     import fcntl  # Linux, as memfd_create: its seals
 
     seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
-    fd = os.memfd_create("threadensemble", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        fd = os.memfd_create("threadensemble", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:  # no descriptor left, or a sandbox that forbids memory files
+        return pickler(obj), None  # every buffer in band, as where they do not exist
     try:
         os.ftruncate(fd, end)
         with mmap.mmap(fd, end) as mapping:
@@ -111,6 +115,9 @@ def dumps_sharing(pickler: Callable[..., bytes], obj: object) -> tuple[bytes, Sh
                 with buffer.raw() as data:
                     mapping[offset : offset + size] = data
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+    except OSError:  # no memory for the file, or a kernel without seals: in band
+        os.close(fd)
+        return pickler(obj), None
     except BaseException:
         os.close(fd)
         raise
