@@ -65,7 +65,13 @@ def _check_name(name: Hashable, what: str) -> None:
         )
 
 
-def _check_dtype(dtype: np.dtype[Any], values: Any, what: str) -> None:
+def _check_dtype(dtype: np.dtype[Any] | object, values: Any, what: str) -> None:
+    if not isinstance(dtype, np.dtype):  # (netCDF-C's error: "Cannot interpret ...")
+        raise UnstorableOutputError(
+            f"{what} has dtype {dtype}, one of pandas' own: netCDF4 stores "
+            "numpy dtypes only; convert it (a category to its values' dtype, nullable "
+            "numbers to floats with NaN, tz-aware times to UTC datetime64)"
+        )
     if dtype.kind == "c":
         raise UnstorableOutputError(
             f"{what} has dtype {dtype}: netCDF4 cannot store complex numbers; return the real "
@@ -141,12 +147,6 @@ def netcdf_ready(ds: xr.Dataset) -> xr.Dataset:
     ready = ds.copy(deep=False)  # new variables and attrs; the data are not copied
     for name, var in ready.variables.items():
         _check_name(name, "variable")
-        if not isinstance(var.dtype, np.dtype):  # (netCDF-C's error: "Cannot interpret ...")
-            raise UnstorableOutputError(
-                f"variable {name!r} has dtype {var.dtype}, one of pandas' own: netCDF4 stores "
-                "numpy dtypes only; convert it (a category to its values' dtype, nullable "
-                "numbers to floats with NaN, tz-aware times to UTC datetime64)"
-            )
         _check_dtype(var.dtype, var.values if var.dtype.kind == "O" else None, f"variable {name!r}")
         var.attrs = _attributes(var.attrs, f"variable {name!r}")
     ready.attrs = _attributes(ds.attrs, "the dataset")

@@ -218,7 +218,7 @@ class RealizationSeeds:
     sequences given, checked and kept when the run is configured.  Read-only once made.
     """
 
-    __slots__ = ("_given", "_root")
+    __slots__ = ("_given", "_root", "_root_record")
 
     def __init__(
         self,
@@ -227,6 +227,7 @@ class RealizationSeeds:
     ) -> None:
         self._root = root
         self._given = tuple(given)
+        self._root_record = None if root is None else seed_sequence_record(root)
 
     def fresh(self, k: int) -> np.random.SeedSequence:
         """Return a new sequence for realization ``k``: ``get_rng().spawn(n)`` advances it only."""
@@ -236,10 +237,9 @@ class RealizationSeeds:
 
     def record(self, k: int) -> dict[str, Any]:
         """Return `seed_sequence_record` of realization ``k``'s sequence (without building it)."""
-        if self._root is None:
+        if self._root_record is None:
             return seed_sequence_record(self._given[k])
-        root = seed_sequence_record(self._root)
-        return {**root, "spawn_key": [*root["spawn_key"], k]}
+        return {**self._root_record, "spawn_key": [*self._root_record["spawn_key"], k]}
 
 
 def realization_seeds(
