@@ -502,3 +502,31 @@ def test_a_second_ctrl_c_ends_the_process_at_once(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     xr.testing.assert_identical(te.open_ensemble(out), te.open_ensemble(tmp_path / "reference"))
+
+
+def attributed(n_steps: int) -> xr.Dataset:
+    """A realization with attributes of its own: shared, differing, and one named as ours."""
+    rng = te.get_rng()
+    ds = xr.Dataset({"x": ("t", rng.normal(size=n_steps))}, coords={"t": np.arange(n_steps)})
+    return ds.assign_attrs(
+        model="walk",  # the same in every realization
+        draw=float(rng.random()),  # differs
+        threadensemble_realization="the model's own",  # ours replaces it
+    )
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_ensemble_in_memory_has_the_attributes_of_its_files(
+    tmp_path: Path, backend: str, n: int
+) -> None:
+    # Realizations kept in memory are not given their files' attributes one by one; the
+    # ensemble gets those every realization shares, as the directory's ensemble has them.
+    options: dict[str, Any] = {"args": (5,), "seed": 3, "progress": False, "backend": backend}
+    in_memory = te.simulate_ensemble(attributed, n, n_workers=2, **options)
+    on_disk = te.simulate_ensemble(attributed, n, n_workers=2, output_dir=tmp_path, **options)
+    xr.testing.assert_identical(in_memory, on_disk)
+    assert in_memory.attrs["model"] == "walk"
+    assert ("draw" in in_memory.attrs) == (n == 1)
+    assert in_memory.attrs.get("threadensemble_realization") == (0 if n == 1 else None)
+    assert "threadensemble_version" in in_memory.attrs

@@ -148,6 +148,8 @@ def _coordinate_kinds() -> xr.Dataset:
     ds["w"] = (("p", "r"), np.zeros((2, 4)))
     ds["u"] = (("x", "y"), np.zeros((2, 2)))
     ds = ds.assign_coords(x=["x0", "x1"], y=[0.5, 1.5])
+    ds["z"] = ("c", np.zeros(3))
+    ds = ds.assign_coords(c=["é", "", "漢字 and a longer one"])  # str: any width, not ASCII
     return ds.stack(pair=("x", "y"))  # a multi-index and its levels
 
 
@@ -169,6 +171,6 @@ def test_coordinate_hashes_are_those_of_their_values(strings: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (PeriodIndex.values warns on pandas 3)
         layout = layout_of(ds)
-    assert {"t", "s", "o", "d", "label", "p", "r", "pair", "x", "i", "b", "f"} <= set(ds.xindexes)
+    assert {"t", "s", "o", "d", "label", "p", "r", "pair", "x", "i", "b", "f", "c"} <= set(ds.xindexes)
     for name in ds.coords:
         assert layout[str(name)].values == _hash_values(np.asarray(ds[name].variable.values))

@@ -66,3 +66,23 @@ def test_stacking_leaves_other_cases_to_xarray() -> None:
     for parts in (padded_ints, other_units, other_keys):
         assert stack(parts, "realization", ["event"]) is None
         assemble(parts, list(range(len(parts))), ["event"])  # xarray.concat does it
+
+
+def test_coordinates_checked_by_their_layouts_stack_as_xarray_concat_does() -> None:
+    # The engine's realizations all passed check_layout: their coordinates of numbers, times
+    # and strings are not compared again; the result is the one xarray.concat gives.
+    parts = realizations([3, 1, 4])
+    for part in parts:
+        part.coords["t"] = ("y", np.array(["2000-01-01", "NaT", "2001"], "datetime64[ns]"))
+        part.coords["name"] = ("x", np.array(["é", "漢字 x"]))
+    checked = stack(parts, "realization", ["event"], checked_coords=True)
+    assert checked is not None
+    xr.testing.assert_identical(checked, xarray_concat(parts, ["event"]))
+
+
+def test_object_coordinates_are_compared_even_when_checked() -> None:
+    # Their layout hash is of their text: it does not prove them equal, so they are compared.
+    parts = realizations([2, 2])
+    for k, part in enumerate(parts):
+        part.coords["o"] = ("x", np.array([1, "a" if k else 1.5], dtype=object))
+    assert stack(parts, "realization", ["event"], checked_coords=True) is None

@@ -13,8 +13,9 @@ differs.
 * Unpickling the plugin on a worker gives that process a lazy `PerThreadState` (each dask worker
   thread deep-copies the master on its first realization and keeps that copy) and a cancel
   event; its ``setup`` makes the shared arrays read-only there with ``protect_shared``.
-* A task calls `realize`, as a local worker thread does, with the same seed streams, so the
-  ensemble is bitwise identical.  Without ``output_dir`` it returns the Dataset.  With one, it
+* A task calls `compute`, as a local worker thread does, with the same seed streams, so the
+  ensemble is bitwise identical.  Without ``output_dir`` it returns the `Computed` (the
+  Dataset with its layout).  With one, it
   writes the file completely under a temporary name (holding its own process's `netcdf_lock`)
   and returns a `Written`; the completion loop checks the layout and commits the file (an
   atomic rename) or discards it, so that a realization file exists only once the run accepted it.

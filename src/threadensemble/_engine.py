@@ -25,14 +25,13 @@ from typing import Any, Unpack
 import xarray as xr
 
 from ._config import RunConfig, RunOptions, make_config, with_recorded_seed
-from ._encoding import netcdf_ready
 from ._errors import EnsembleError, OutputWriteError, UnstorableOutputError, WorkerInitError
 from ._interrupt import deferred_keyboard_interrupt
 from ._model import Model, ModelParts, as_model
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
 from ._report import RunClock, RunReport, record_report, warn_if_serialized
-from ._results import Layout, assemble, check_layout, layout_of
+from ._results import Layout, assemble, check_layout, with_file_attrs
 from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
 from ._store import EnsembleStore, open_realizations
@@ -381,7 +380,10 @@ class _Run:
 
     def assemble(self) -> xr.Dataset:
         """Return the in-memory realizations as one ensemble."""
-        return assemble(list(self.results.values()), list(self.results), self.config.ragged)
+        datasets, indices = list(self.results.values()), list(self.results)
+        # Each was checked against the template (`_collect`), which is the first's layout.
+        ensemble = assemble(datasets, indices, self.config.ragged, checked_coords=True)
+        return with_file_attrs(ensemble, [self.config.file_attrs(k) for k in sorted(indices)])
 
     def _stopping(self) -> bool:
         return self.config.fail_fast and bool(self.failures)
@@ -396,7 +398,7 @@ class _Run:
             outcome = backend.result(future)
         except WorkerInitError:
             raise  # a worker thread has no state copy: the whole run stops (see execute)
-        except (UnstorableOutputError, OutputWriteError) as exc:  # raised by a dask worker
+        except (UnstorableOutputError, OutputWriteError) as exc:  # raised by a worker
             raise _stopped_at(index, exc) from exc
         except KeyboardInterrupt:
             raise
@@ -409,16 +411,7 @@ class _Run:
             return False
         finally:
             del future  # the failures' tracebacks keep this frame (see execute)
-        if isinstance(outcome, Written):
-            layout = outcome.layout  # the worker checked it for netCDF before writing it
-        else:
-            if self.store is not None:
-                try:
-                    outcome = netcdf_ready(outcome)
-                except UnstorableOutputError as exc:
-                    raise _stopped_at(index, exc) from exc
-            like = self.template[1] if self.template is not None else None
-            layout = layout_of(outcome, self.config.ragged, like)
+        layout = outcome.layout  # found by the worker
         if self.template is None:
             self.template = (index, layout)
             if self.store is not None:
@@ -435,9 +428,9 @@ class _Run:
                 if isinstance(outcome, Written):
                     self._store().commit(index, outcome.temporary_name)  # a worker wrote the file
                 elif self.store is not None:
-                    self.store.write(index, outcome)  # this thread writes the file
+                    self.store.write(index, outcome.dataset)  # this thread writes the file
                 else:
-                    self.results[index] = outcome
+                    self.results[index] = outcome.dataset
         except OutputWriteError as exc:
             raise _stopped_at(index, exc) from exc
         self.completed.append(index)

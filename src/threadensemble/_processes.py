@@ -18,9 +18,9 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
   does: one process computes one realization at a time, so its copy needs no lock.  A worker
   that cannot map the memory file, unpickle the configuration or copy the state answers every
   task with `WorkerInitError`, naming the cause; the run stops at the first.
-* A task calls `realize` for each of its realizations, as a worker thread does, with the same
+* A task calls `compute` for each of its realizations, as a worker thread does, with the same
   seed streams: the ensemble is bitwise identical to the threads'.  Without ``output_dir`` it
-  returns the Datasets (pickled back).  With one, it writes each file completely under a
+  returns them as `Computed` (each Dataset with its layout, pickled back).  With one, it writes each file completely under a
   temporary name (`write_temporary`) and returns a `Written`; the completion loop commits it,
   or discards it.
 * A task holds as many realizations as take the workers about ``_TASK_SECONDS`` (one at first,
@@ -246,9 +246,12 @@ def _realize_in_worker(indices: list[int]) -> _TaskResult:
         raise WorkerInitError(f"worker process {os.getpid()} {run.init_error}")
     start = time.perf_counter()
     outcomes: list[Outcome | tuple[BaseException, str]] = []
+    like = None  # the layout found last in this task: `layout_of` takes previews from it
     for index in indices:
         try:
-            outcomes.append(realize_and_write(run.config, run.per_thread, run.cancel, index))
+            outcome = realize_and_write(run.config, run.per_thread, run.cancel, index, like)
+            like = outcome.layout
+            outcomes.append(outcome)
         except KeyboardInterrupt:
             raise  # not a failure of the realization: it stops the run
         except BaseException as exc:

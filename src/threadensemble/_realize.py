@@ -23,7 +23,17 @@ from ._rng import named_seed_sequence, realization_streams
 from ._routing import applied_routes
 from ._state import PerThreadState, check_private_state
 
-__all__ = ["Backend", "Outcome", "Written", "realize", "realize_and_write", "warm_up"]
+__all__ = [
+    "Backend",
+    "Computed",
+    "Outcome",
+    "Written",
+    "compute",
+    "realize",
+    "realize_and_write",
+    "simulate_once",
+    "warm_up",
+]
 
 
 def warm_up(config: RunConfig) -> None:
@@ -43,7 +53,17 @@ def warm_up(config: RunConfig) -> None:
 def realize(
     config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
 ) -> xr.Dataset:
-    """Compute realization ``index`` in a worker thread.  Takes no lock."""
+    """Compute realization ``index`` in a worker thread, with the attributes of its file."""
+    return simulate_once(config, per_thread, cancel, index).assign_attrs(config.file_attrs(index))
+
+
+def simulate_once(
+    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
+) -> xr.Dataset:
+    """Compute realization ``index`` in a worker thread, as ``simulate`` returned it (a Dataset).
+
+    Takes no lock.
+    """
     if cancel.is_set():
         raise CancelledError
     kwargs = config.call_kwargs(per_thread.get() if per_thread is not None else None)
@@ -55,7 +75,23 @@ def realize(
             if per_thread is not None and (named := per_thread.shared_write_error(exc)):
                 raise named from exc
             raise
-    return to_dataset(output).assign_attrs(config.file_attrs(index))
+    return to_dataset(output)
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A realization computed in memory, with its layout, which the worker that computed it found.
+
+    With an output_dir, ``dataset`` is what `netcdf_ready` made of it, with the attributes of
+    its file (`realize`); else it is as ``simulate`` returned it, and the ensemble gets the
+    attributes from `threadensemble._results.with_file_attrs` (a copy of each realization
+    only to give it attributes would cost every realization tens of microseconds).  The
+    completion loop checks the layout against the run's template; that
+    check is a comparison, the layout's hashing and formatting are done by the workers.
+    """
+
+    dataset: xr.Dataset
+    layout: Layout
 
 
 @dataclass(frozen=True)
@@ -70,11 +106,35 @@ class Written:
     layout: Layout
 
 
-Outcome: TypeAlias = "xr.Dataset | Written"
+Outcome: TypeAlias = "Computed | Written"
+
+
+def compute(
+    config: RunConfig,
+    per_thread: PerThreadState | None,
+    cancel: CancelFlag,
+    index: int,
+    like: Layout | None = None,
+) -> Computed:
+    """Compute realization ``index`` in a worker thread, with its layout; for the calling thread.
+
+    ``like`` is a layout this worker found before (`layout_of` takes previews from it).  With
+    an output_dir, the dataset is made ready for netCDF here (`UnstorableOutputError` stops
+    the run); the calling thread writes it.  Takes no lock.
+    """
+    if config.output_dir is None:
+        ds = simulate_once(config, per_thread, cancel, index)
+    else:  # before a file is opened: names what netCDF4 cannot store
+        ds = netcdf_ready(realize(config, per_thread, cancel, index))
+    return Computed(ds, layout_of(ds, config.ragged, like))
 
 
 def realize_and_write(
-    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
+    config: RunConfig,
+    per_thread: PerThreadState | None,
+    cancel: CancelFlag,
+    index: int,
+    like: Layout | None = None,
 ) -> Outcome:
     """Compute realization ``index`` in a worker process; with an output_dir, write it there.
 
@@ -82,17 +142,16 @@ def realize_and_write(
     the file is written completely under a temporary name and a `Written` returned, which
     the calling process's completion loop commits or discards.  The routes that were active
     when the run started (`route_rng`) are applied around the realization, as in the calling
-    process.
+    process.  ``like``: as for `compute`.
     """
     with applied_routes(config.routes):
-        ds = realize(config, per_thread, cancel, index)
+        computed = compute(config, per_thread, cancel, index, like)
     if config.output_dir is None:
-        return ds
+        return computed
     if cancel.is_set():
         raise CancelledError  # the run has stopped: nobody would commit the file
-    ready = netcdf_ready(ds)  # before a file is opened: names what netCDF4 cannot store
     path = realization_path(config.output_dir, index)
-    return Written(write_temporary(ready, path).name, layout_of(ready, config.ragged))
+    return Written(write_temporary(computed.dataset, path).name, computed.layout)
 
 
 FutureT = TypeVar("FutureT")

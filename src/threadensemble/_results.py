@@ -12,7 +12,7 @@ import xarray as xr
 from xarray.indexes import PandasIndex
 
 from ._errors import InconsistentRealizationError
-from ._stacking import plain_variable, stack
+from ._stacking import common_attrs, plain_variable, stack
 
 __all__ = [
     "CONCAT_OPTIONS",
@@ -26,6 +26,7 @@ __all__ = [
     "layout_of",
     "layout_to_json",
     "to_dataset",
+    "with_file_attrs",
 ]
 
 REALIZATION_DIM = "realization"
@@ -131,13 +132,17 @@ def _coordinate_values(var: xr.Variable, index: object) -> np.ndarray[Any, Any]:
     A coordinate with a plain `PandasIndex` (not a multi-index) and a numpy dtype (not a
     period or a category) holds the index; its values are the index's array as a numpy array
     of the coordinate's dtype, as ``var.values`` makes it, but without xarray's adapter (two
-    to five times as quick: the completion loop does this for every coordinate of every
-    realization).
+    to five times as quick: every worker does this for every coordinate of every realization).
     """
     if type(index) is PandasIndex and var.ndim == 1 and isinstance(var.dtype, np.dtype):
-        values = index.index.values
-        if isinstance(values, np.ndarray):  # (pandas 3 holds strings in an array of its own)
+        pandas_index = index.index
+        values = pandas_index.values
+        if isinstance(values, np.ndarray):
             return np.asarray(values, dtype=var.dtype)
+        if var.dtype.kind == "U" and not pandas_index.hasnans:
+            # pandas 3 holds strings in an array of its own: read as Python strings (a third
+            # of the time of numpy converting that array itself)
+            return np.asarray(pandas_index.to_numpy(dtype=object), dtype=var.dtype)
     return np.asarray(var.values)
 
 
@@ -150,28 +155,32 @@ def layout_of(ds: xr.Dataset, ragged: Sequence[str] = (), like: Layout | None = 
     dimension only if that dimension has no coordinate (they could not be aligned otherwise).
 
     A coordinate whose dims, shape, dtype and values hash are those of the same coordinate in
-    ``like`` (the run's template) takes its preview from there: the same values print the
-    same, and formatting them costs the completion loop more than the hash (tens of
-    microseconds per coordinate, with the GIL held, for every realization).
+    ``like`` (a layout found before, by the same worker) takes its preview from there: the same
+    values print the same, and formatting them costs more than the hash (tens of microseconds
+    per coordinate, for every realization).
     """
     layout = {}
     coords = ds.coords
     indexes = ds.xindexes
     for name, var in ds.variables.items():
-        values = preview = None
         key = str(name)
-        dims = tuple(str(d) for d in var.dims)
-        shape = tuple(-1 if d in ragged else n for d, n in zip(var.dims, var.shape, strict=True))
+        var_dims = var.dims
+        dims = tuple(map(str, var_dims))
+        shape = var.shape
+        if ragged:
+            shape = tuple(-1 if d in ragged else n for d, n in zip(var_dims, shape, strict=True))
         dtype = _dtype_of(var)
-        if name in coords:
-            data = _coordinate_values(var, indexes.get(name))
-            values = _hash_values(data)
-            known = like.get(key) if like is not None else None
-            if known is not None and known[:4] == (dims, shape, dtype, values):
-                preview = known.preview
-            else:
-                preview = str(np.array2string(data, threshold=6, edgeitems=2, separator=", "))
-        layout[key] = VariableLayout(dims, shape, dtype, values, preview)
+        if name not in coords:
+            layout[key] = VariableLayout(dims, shape, dtype)
+            continue
+        data = _coordinate_values(var, indexes.get(name))
+        values = _hash_values(data)
+        known = like.get(key) if like is not None else None
+        if known is not None and known[:4] == (dims, shape, dtype, values):
+            layout[key] = known  # the same layout: its preview too
+        else:
+            preview = str(np.array2string(data, threshold=6, edgeitems=2, separator=", "))
+            layout[key] = VariableLayout(dims, shape, dtype, values, preview)
     return layout
 
 
@@ -238,19 +247,39 @@ def _concat(datasets: Sequence[xr.Dataset], ragged: Sequence[str]) -> xr.Dataset
 
 
 def assemble(
-    datasets: Sequence[xr.Dataset], indices: Sequence[int], ragged: Sequence[str] = ()
+    datasets: Sequence[xr.Dataset],
+    indices: Sequence[int],
+    ragged: Sequence[str] = (),
+    checked_coords: bool = False,
 ) -> xr.Dataset:
     """Concatenate realizations along a new leading ``realization`` dimension, in index order.
 
     Attributes that differ between realizations (their index and seed) are dropped from the
     result; run-wide attributes are kept.  Dimensions named in ``ragged`` may differ in length
     between realizations: shorter ones are padded at the end with missing values (NaN, NaT).
+    ``checked_coords``: every dataset's layout passed `check_layout` against the first's.
     """
     order = np.argsort(indices, kind="stable")
     ordered = [datasets[i] for i in order]
-    stacked = stack(ordered, REALIZATION_DIM, ragged)
+    stacked = stack(ordered, REALIZATION_DIM, ragged, checked_coords)
     ensemble = stacked if stacked is not None else _concat(ordered, ragged)
     return label_realizations(ensemble, [indices[i] for i in order])
+
+
+def with_file_attrs(ensemble: xr.Dataset, file_attrs: Sequence[Mapping[str, Any]]) -> xr.Dataset:
+    """Return ``ensemble`` with the attributes its realizations would carry in their files.
+
+    ``file_attrs`` holds them, one mapping per realization, all with the same keys and values
+    of plain kinds.  The result is the one `assemble` gives of realizations that carry them:
+    each replaces a realization's own attribute of its name, and only the values every
+    realization shares are kept (``combine_attrs="drop_conflicts"``).
+    """
+    shared = common_attrs(file_attrs)
+    assert shared is not None, "the attributes of realization files are of plain kinds"
+    own = {key: value for key, value in ensemble.attrs.items() if key not in file_attrs[0]}
+    labelled = ensemble.copy(deep=False)
+    labelled.attrs = {**own, **shared}
+    return labelled
 
 
 def label_realizations(ensemble: xr.Dataset, indices: Sequence[int]) -> xr.Dataset:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["plain_variable", "stack"]
+__all__ = ["common_attrs", "plain_variable", "stack"]
 
 
 def plain_variable(
@@ -75,7 +75,7 @@ def _same(a: Any, b: Any) -> bool | None:
     return None  # objects of other kinds: xarray has its own rules
 
 
-def _common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
+def common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
     """``combine_attrs="drop_conflicts"`` where it is plain: same keys, values kept if all equal.
 
     None when the keys differ or a value is of a kind `_same` does not judge.
@@ -93,7 +93,14 @@ def _common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
     return common
 
 
-def stack(datasets: Sequence[xr.Dataset], dim: str, ragged: Sequence[str]) -> xr.Dataset | None:
+def _hashed_exactly(var: xr.Variable) -> bool:
+    """Whether a layout's hash of ``var``'s values tells them apart exactly (see `stack`)."""
+    return isinstance(var.dtype, np.dtype) and var.dtype.kind in "biufcmMUS"
+
+
+def stack(
+    datasets: Sequence[xr.Dataset], dim: str, ragged: Sequence[str], checked_coords: bool = False
+) -> xr.Dataset | None:
     """Return what ``xarray.concat`` gives along ``dim`` (see the module docstring), or None.
 
     Stacks each data variable's values at once.  It returns None, leaving the case to
@@ -101,20 +108,27 @@ def stack(datasets: Sequence[xr.Dataset], dim: str, ragged: Sequence[str]) -> xr
     same attributes on every variable, run attributes of plain kinds, and ragged dimensions
     that need no padding or only on float or datetime variables without coordinates along
     them (filled with NaN or NaT, as ``Dataset.pad`` does).
+
+    ``checked_coords``: the caller has checked every dataset's layout against the first's
+    (`threadensemble._results.check_layout`): coordinates of the same dims, shape, dtype and
+    hash of values, which for numbers, times, strings and bytes is stricter than
+    ``Variable.equals`` (the same bytes, or the same text); those are not compared again.
+    Object coordinates (hashed by their ``repr``) and pandas' own dtypes still are.
     """
     first = datasets[0]
     names = list(first.variables)
-    attrs = _common_attrs([ds.attrs for ds in datasets])
+    attrs = common_attrs([ds.attrs for ds in datasets])
     if attrs is None or any(list(ds.variables) != names for ds in datasets):
         return None
     for name in names:
         var = first.variables[name]
         others = [ds.variables[name] for ds in datasets[1:]]
         for other in others:  # (attributes may be arrays: lists read back from files are)
-            common = _common_attrs([var.attrs, other.attrs])
+            common = common_attrs([var.attrs, other.attrs])
             if common is None or common.keys() != var.attrs.keys():
                 return None
-        if name in first.coords and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
+        compared = name in first.coords and not (checked_coords and _hashed_exactly(var))
+        if compared and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
             return None
     longest = {str(d): max(ds.sizes[d] for ds in datasets) for d in ragged if d in first.dims}
     padded_dims = {d for d, n in longest.items() if any(ds.sizes[d] < n for ds in datasets)}

@@ -1,8 +1,9 @@
 """The local backend: worker threads that each copy the state once, then run realizations.
 
-Its futures resolve to Datasets, which the calling thread's completion loop writes.  The
-threads only simulate; they share nothing of the run but the read-only context and the master
-state, which only ``copy.deepcopy`` reads.
+Its futures resolve to `Computed` realizations (each with the layout its thread found), which
+the calling thread's completion loop checks and keeps or writes.  The threads only simulate;
+they share nothing of the run but the read-only context and the master state, which only
+``copy.deepcopy`` reads.
 
 The threads are this module's own, not a `concurrent.futures.ThreadPoolExecutor`'s, for two
 reasons.  The executor's threads are joined when the interpreter exits, so a second Ctrl-C
@@ -19,16 +20,14 @@ import threading
 from collections.abc import Collection
 from concurrent.futures import Future
 
-import xarray as xr
-
 from ._config import RunConfig
-from ._realize import Outcome, realize
+from ._realize import Computed, compute
 from ._runtime import gil_enabled
 from ._state import worker_init_error
 
 __all__ = ["ThreadBackend"]
 
-_Task = tuple["Future[xr.Dataset]", int] | None  # None: the thread is to end
+_Task = tuple["Future[Computed]", int] | None  # None: the thread is to end
 
 
 class ThreadBackend:
@@ -43,7 +42,7 @@ class ThreadBackend:
         # Written by the worker threads, read by the calling thread: each future once it is
         # finished (cheaper than `concurrent.futures.wait`, which installs and removes a
         # waiter on every running future each time the loop waits).
-        self._finished: queue.SimpleQueue[Future[xr.Dataset]] = queue.SimpleQueue()
+        self._finished: queue.SimpleQueue[Future[Computed]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []  # used by the calling thread only
 
     def describe(self) -> str:
@@ -58,8 +57,8 @@ class ThreadBackend:
     def worker_cpu_seconds(self) -> float:
         return 0.0  # the worker threads' CPU time is this process's
 
-    def submit(self, index: int) -> Future[xr.Dataset]:
-        future: Future[xr.Dataset] = Future()
+    def submit(self, index: int) -> Future[Computed]:
+        future: Future[Computed] = Future()
         self._tasks.put((future, index))
         if len(self._threads) < self.n_threads:
             thread = threading.Thread(
@@ -80,6 +79,7 @@ class ThreadBackend:
             except BaseException as exc:
                 init_error = worker_init_error(exc)
                 init_error.__cause__ = exc
+        like = None  # the layout this thread found last: `layout_of` takes previews from it
         while (task := self._tasks.get()) is not None:
             future, index = task
             if not future.set_running_or_notify_cancel():
@@ -88,15 +88,19 @@ class ThreadBackend:
                 future.set_exception(init_error)
             else:
                 try:
-                    future.set_result(realize(self.config, self.per_thread, self.cancel, index))
+                    computed = compute(self.config, self.per_thread, self.cancel, index, like)
                 except BaseException as exc:
                     future.set_exception(exc)
+                else:
+                    like = computed.layout
+                    future.set_result(computed)
+                    del computed
             self._finished.put(future)
             del future, task  # keep no finished realization alive while waiting
 
     def wait(
-        self, futures: Collection[Future[xr.Dataset]], timeout: float
-    ) -> Collection[Future[xr.Dataset]]:
+        self, futures: Collection[Future[Computed]], timeout: float
+    ) -> Collection[Future[Computed]]:
         # Every finished future is one of ``futures``: the loop collects each once.
         try:
             done = [self._finished.get(timeout=timeout)]
@@ -106,10 +110,10 @@ class ThreadBackend:
             done.append(self._finished.get())  # only the calling thread takes from the queue
         return done
 
-    def result(self, future: Future[xr.Dataset]) -> Outcome:
+    def result(self, future: Future[Computed]) -> Computed:
         return future.result()
 
-    def shutdown(self, running: Collection[Future[xr.Dataset]], cancel: bool) -> None:
+    def shutdown(self, running: Collection[Future[Computed]], cancel: bool) -> None:
         if cancel:
             # Tell running realizations (cancelled() turns True), cancel what has not started,
             # and wait for them: their results are discarded.
