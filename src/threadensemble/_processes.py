@@ -20,9 +20,9 @@ realizations run differs, as for dask (`threadensemble._distributed`, the model 
   task with `WorkerInitError`, naming the cause; the run stops at the first.
 * A task calls `compute` for each of its realizations, as a worker thread does, with the same
   seed streams: the ensemble is bitwise identical to the threads'.  Without ``output_dir`` it
-  returns them as `Computed` (each Dataset with its layout, pickled back).  With one, it writes each file completely under a
-  temporary name (`write_temporary`) and returns a `Written`; the completion loop commits it,
-  or discards it.
+  returns them as `Computed` (each Dataset with its layout, pickled back).  With one, it
+  writes each file completely under a temporary name (`write_temporary`) and returns a
+  `Written`; the completion loop commits it, or discards it.
 * A task holds as many realizations as take the workers about ``_TASK_SECONDS`` (one at first,
   then doubling at most per finished task, from the time the workers took per realization):
   each task costs the pool about 0.3 ms here (pickling, pipes, waking this process), which
