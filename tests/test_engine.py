@@ -520,8 +520,8 @@ def attributed(n_steps: int) -> xr.Dataset:
 def test_the_ensemble_in_memory_has_the_attributes_of_its_files(
     tmp_path: Path, backend: str, n: int
 ) -> None:
-    # Realizations kept in memory are not given their files' attributes one by one; the
-    # ensemble gets those every realization shares, as the directory's ensemble has them.
+    # The ensemble kept in memory has the attributes every realization's file shares, as the
+    # directory's ensemble has them.
     options: dict[str, Any] = {"args": (5,), "seed": 3, "progress": False, "backend": backend}
     in_memory = te.simulate_ensemble(attributed, n, n_workers=2, **options)
     on_disk = te.simulate_ensemble(attributed, n, n_workers=2, output_dir=tmp_path, **options)
@@ -530,3 +530,34 @@ def test_the_ensemble_in_memory_has_the_attributes_of_its_files(
     assert ("draw" in in_memory.attrs) == (n == 1)
     assert in_memory.attrs.get("threadensemble_realization") == (0 if n == 1 else None)
     assert "threadensemble_version" in in_memory.attrs
+
+
+class CachedOutput:
+    """State holding one Dataset that every realization fills in again and returns."""
+
+    def __init__(self) -> None:
+        self.ds = xr.Dataset({"x": ("t", np.zeros(3))}, coords={"t": [0, 1, 2]})
+
+
+def refills_its_dataset(*, cache: CachedOutput) -> xr.Dataset:
+    rng = te.get_rng()
+    cache.ds["x"] = ("t", rng.normal(size=3))  # a new variable in the same Dataset
+    cache.ds.attrs["draw"] = float(rng.random())
+    return cache.ds
+
+
+def fresh_dataset() -> xr.Dataset:
+    return refills_its_dataset(cache=CachedOutput())
+
+
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_dataset_that_simulate_returns_again_is_a_snapshot(backend: str) -> None:
+    # A realization is what simulate returned when it returned: the next realization on that
+    # worker changing the same Dataset object changes none of the earlier ones (they were
+    # all the last one of their thread, or of their process's task).
+    options: dict[str, Any] = {"seed": 4, "n_workers": 1, "progress": False}
+    reused = te.simulate_ensemble(
+        refills_its_dataset, 40, state=CachedOutput(), inject="cache", backend=backend, **options
+    )
+    xr.testing.assert_identical(reused, te.simulate_ensemble(fresh_dataset, 40, **options))
+    assert len(np.unique(reused["x"].values[:, 0])) == 40

@@ -31,7 +31,7 @@ from ._model import Model, ModelParts, as_model
 from ._progress import progress_bar
 from ._realize import Backend, Written, warm_up
 from ._report import RunClock, RunReport, record_report, warn_if_serialized
-from ._results import Layout, assemble, check_layout, with_file_attrs
+from ._results import Layout, assemble, check_layout
 from ._runtime import warn_if_gil_reenabled
 from ._shared import read_only_arrays
 from ._store import EnsembleStore, open_realizations
@@ -380,10 +380,10 @@ class _Run:
 
     def assemble(self) -> xr.Dataset:
         """Return the in-memory realizations as one ensemble."""
-        datasets, indices = list(self.results.values()), list(self.results)
         # Each was checked against the template (`_collect`), which is the first's layout.
-        ensemble = assemble(datasets, indices, self.config.ragged, checked_coords=True)
-        return with_file_attrs(ensemble, [self.config.file_attrs(k) for k in sorted(indices)])
+        return assemble(
+            list(self.results.values()), list(self.results), self.config.ragged, checked_coords=True
+        )
 
     def _stopping(self) -> bool:
         return self.config.fail_fast and bool(self.failures)

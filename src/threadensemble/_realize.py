@@ -31,7 +31,6 @@ __all__ = [
     "compute",
     "realize",
     "realize_and_write",
-    "simulate_once",
     "warm_up",
 ]
 
@@ -53,16 +52,10 @@ def warm_up(config: RunConfig) -> None:
 def realize(
     config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
 ) -> xr.Dataset:
-    """Compute realization ``index`` in a worker thread, with the attributes of its file."""
-    return simulate_once(config, per_thread, cancel, index).assign_attrs(config.file_attrs(index))
+    """Compute realization ``index`` in a worker thread, with the attributes of its file.
 
-
-def simulate_once(
-    config: RunConfig, per_thread: PerThreadState | None, cancel: CancelFlag, index: int
-) -> xr.Dataset:
-    """Compute realization ``index`` in a worker thread, as ``simulate`` returned it (a Dataset).
-
-    Takes no lock.
+    The Dataset is a new one (its variables too, not their data), even if ``simulate``
+    returns one it changes again in its next realization.  Takes no lock.
     """
     if cancel.is_set():
         raise CancelledError
@@ -75,18 +68,16 @@ def simulate_once(
             if per_thread is not None and (named := per_thread.shared_write_error(exc)):
                 raise named from exc
             raise
-    return to_dataset(output)
+    return to_dataset(output).assign_attrs(config.file_attrs(index))
 
 
 @dataclass(frozen=True)
 class Computed:
     """A realization computed in memory, with its layout, which the worker that computed it found.
 
-    With an output_dir, ``dataset`` is what `netcdf_ready` made of it, with the attributes of
-    its file (`realize`); else it is as ``simulate`` returned it, and the ensemble gets the
-    attributes from `threadensemble._results.with_file_attrs` (a copy of each realization
-    only to give it attributes would cost every realization tens of microseconds).  The
-    completion loop checks the layout against the run's template; that
+    ``dataset`` is `realize`'s (with the attributes of its file); with an output_dir, what
+    `netcdf_ready` made of it.  The completion loop checks the layout against the run's
+    template; that
     check is a comparison, the layout's hashing and formatting are done by the workers.
     """
 
@@ -122,10 +113,9 @@ def compute(
     an output_dir, the dataset is made ready for netCDF here (`UnstorableOutputError` stops
     the run); the calling thread writes it.  Takes no lock.
     """
-    if config.output_dir is None:
-        ds = simulate_once(config, per_thread, cancel, index)
-    else:  # before a file is opened: names what netCDF4 cannot store
-        ds = netcdf_ready(realize(config, per_thread, cancel, index))
+    ds = realize(config, per_thread, cancel, index)
+    if config.output_dir is not None:  # before a file is opened: names what netCDF4 cannot store
+        ds = netcdf_ready(ds)
     return Computed(ds, layout_of(ds, config.ragged, like))
 
 

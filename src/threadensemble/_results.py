@@ -12,7 +12,7 @@ import xarray as xr
 from xarray.indexes import PandasIndex
 
 from ._errors import InconsistentRealizationError
-from ._stacking import common_attrs, plain_variable, stack
+from ._stacking import plain_variable, stack
 
 __all__ = [
     "CONCAT_OPTIONS",
@@ -26,7 +26,6 @@ __all__ = [
     "layout_of",
     "layout_to_json",
     "to_dataset",
-    "with_file_attrs",
 ]
 
 REALIZATION_DIM = "realization"
@@ -264,22 +263,6 @@ def assemble(
     stacked = stack(ordered, REALIZATION_DIM, ragged, checked_coords)
     ensemble = stacked if stacked is not None else _concat(ordered, ragged)
     return label_realizations(ensemble, [indices[i] for i in order])
-
-
-def with_file_attrs(ensemble: xr.Dataset, file_attrs: Sequence[Mapping[str, Any]]) -> xr.Dataset:
-    """Return ``ensemble`` with the attributes its realizations would carry in their files.
-
-    ``file_attrs`` holds them, one mapping per realization, all with the same keys and values
-    of plain kinds.  The result is the one `assemble` gives of realizations that carry them:
-    each replaces a realization's own attribute of its name, and only the values every
-    realization shares are kept (``combine_attrs="drop_conflicts"``).
-    """
-    shared = common_attrs(file_attrs)
-    assert shared is not None, "the attributes of realization files are of plain kinds"
-    own = {key: value for key, value in ensemble.attrs.items() if key not in file_attrs[0]}
-    labelled = ensemble.copy(deep=False)
-    labelled.attrs = {**own, **shared}
-    return labelled
 
 
 def label_realizations(ensemble: xr.Dataset, indices: Sequence[int]) -> xr.Dataset:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["common_attrs", "plain_variable", "stack"]
+__all__ = ["plain_variable", "stack"]
 
 
 def plain_variable(
@@ -75,7 +75,7 @@ def _same(a: Any, b: Any) -> bool | None:
     return None  # objects of other kinds: xarray has its own rules
 
 
-def common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
+def _common_attrs(attrs: Sequence[Mapping[Any, Any]]) -> dict[Any, Any] | None:
     """``combine_attrs="drop_conflicts"`` where it is plain: same keys, values kept if all equal.
 
     None when the keys differ or a value is of a kind `_same` does not judge.
@@ -117,14 +117,14 @@ def stack(
     """
     first = datasets[0]
     names = list(first.variables)
-    attrs = common_attrs([ds.attrs for ds in datasets])
+    attrs = _common_attrs([ds.attrs for ds in datasets])
     if attrs is None or any(list(ds.variables) != names for ds in datasets):
         return None
     for name in names:
         var = first.variables[name]
         others = [ds.variables[name] for ds in datasets[1:]]
         for other in others:  # (attributes may be arrays: lists read back from files are)
-            common = common_attrs([var.attrs, other.attrs])
+            common = _common_attrs([var.attrs, other.attrs])
             if common is None or common.keys() != var.attrs.keys():
                 return None
         compared = name in first.coords and not (checked_coords and _hashed_exactly(var))
