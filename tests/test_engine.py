@@ -561,3 +561,43 @@ def test_a_dataset_that_simulate_returns_again_is_a_snapshot(backend: str) -> No
     )
     xr.testing.assert_identical(reused, te.simulate_ensemble(fresh_dataset, 40, **options))
     assert len(np.unique(reused["x"].values[:, 0])) == 40
+
+
+class DepthBuffer:
+    """A thread's buffer, which simulate returns as a coordinate (a view, not a copy)."""
+
+    def __init__(self) -> None:
+        self.depth = np.zeros(3)
+        self.broken = False
+
+
+def test_a_coordinate_rewritten_after_its_realization_returned_is_not_kept_silently() -> None:
+    # The thread of realization 0 fails every later attempt (retried on the other thread)
+    # after rewriting its buffer, which realization 0's coordinate is a view of.  Its layout
+    # was found when it returned, so assembly compares that coordinate again: the ensemble
+    # would have had depth -1 where every realization returned 1, 2, 3.
+    pair = threading.Barrier(2)
+    rewritten = threading.Event()
+
+    def simulate(*, buf: DepthBuffer) -> xr.Dataset:
+        k = te.current_realization()
+        if buf.broken:
+            buf.depth[:] = -1.0
+            rewritten.set()
+            time.sleep(0.05)  # (so that the other thread takes most retries)
+            raise OSError("transient")
+        if k in (0, 1):
+            pair.wait(timeout=60)  # realizations 0 and 1 run on the two threads
+        if k == 0:
+            buf.broken = True
+        if k == 1:
+            assert rewritten.wait(timeout=60)  # realization 0's thread took another one
+        buf.depth[:] = [1.0, 2.0, 3.0]
+        rng = te.get_rng()
+        return xr.Dataset({"h": ("z", rng.normal(size=3))}, coords={"depth": ("z", buf.depth)})
+
+    with pytest.raises(xr.MergeError, match="depth"):
+        te.simulate_ensemble(
+            simulate, 4, state=DepthBuffer(), inject="buf", retries=1000, n_workers=2,
+            progress=False,
+        )  # fmt: skip

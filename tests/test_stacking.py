@@ -86,3 +86,14 @@ def test_object_coordinates_are_compared_even_when_checked() -> None:
     for k, part in enumerate(parts):
         part.coords["o"] = ("x", np.array([1, "a" if k else 1.5], dtype=object))
     assert stack(parts, "realization", ["event"], checked_coords=True) is None
+
+
+def test_a_checked_coordinate_that_changed_since_is_compared_again() -> None:
+    # Only an index coordinate's values cannot have changed since its layout was found; the
+    # others are compared again (by their bytes), and xarray.concat refuses these.
+    parts = realizations([2, 2])
+    for k, part in enumerate(parts):
+        part.coords["depth"] = ("x", np.array([1.0, -1.0 if k == 0 else 2.0]))
+    assert stack(parts, "realization", ["event"], checked_coords=True) is None
+    with pytest.raises(xr.MergeError, match="depth"):
+        assemble(parts, [0, 1], ["event"], checked_coords=True)

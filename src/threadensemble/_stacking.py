@@ -98,6 +98,20 @@ def _hashed_exactly(var: xr.Variable) -> bool:
     return isinstance(var.dtype, np.dtype) and var.dtype.kind in "biufcmMUS"
 
 
+def _still_equal(var: xr.Variable, other: xr.Variable) -> bool:
+    """Whether two coordinates whose layouts were found equal still hold the same values.
+
+    An index coordinate's values are in a pandas index (xarray made it of a copy; nothing
+    changes it); another coordinate's array may have changed since its layout was found
+    (``simulate`` returned a view of its state, which a later attempt rewrote): its bytes are
+    compared, which is much quicker than ``Variable.equals``.
+    """
+    if isinstance(var, xr.IndexVariable):
+        return True
+    a, b = var.values, other.values
+    return a is b or (a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
+
+
 def stack(
     datasets: Sequence[xr.Dataset], dim: str, ragged: Sequence[str], checked_coords: bool = False
 ) -> xr.Dataset | None:
@@ -112,8 +126,9 @@ def stack(
     ``checked_coords``: the caller has checked every dataset's layout against the first's
     (`threadensemble._results.check_layout`): coordinates of the same dims, shape, dtype and
     hash of values, which for numbers, times, strings and bytes is stricter than
-    ``Variable.equals`` (the same bytes, or the same text); those are not compared again.
-    Object coordinates (hashed by their ``repr``) and pandas' own dtypes still are.
+    ``Variable.equals`` (the same bytes, or the same text); those are not compared again,
+    except the bytes of those that are not indexes (`_still_equal`).  Object coordinates
+    (hashed by their ``repr``) and pandas' own dtypes are compared with ``Variable.equals``.
     """
     first = datasets[0]
     names = list(first.variables)
@@ -127,8 +142,13 @@ def stack(
             common = _common_attrs([var.attrs, other.attrs])
             if common is None or common.keys() != var.attrs.keys():
                 return None
-        compared = name in first.coords and not (checked_coords and _hashed_exactly(var))
-        if compared and not all(var.equals(other) for other in others):  # type: ignore[no-untyped-call]
+        if name not in first.coords:
+            continue
+        quick = checked_coords and _hashed_exactly(var)
+        if not all(
+            (quick and _still_equal(var, other)) or var.equals(other)  # type: ignore[no-untyped-call]
+            for other in others
+        ):
             return None
     longest = {str(d): max(ds.sizes[d] for ds in datasets) for d in ragged if d in first.dims}
     padded_dims = {d for d, n in longest.items() if any(ds.sizes[d] < n for ds in datasets)}
