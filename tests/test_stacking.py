@@ -97,3 +97,14 @@ def test_a_checked_coordinate_that_changed_since_is_compared_again() -> None:
     assert stack(parts, "realization", ["event"], checked_coords=True) is None
     with pytest.raises(xr.MergeError, match="depth"):
         assemble(parts, [0, 1], ["event"], checked_coords=True)
+
+
+def test_an_index_rewritten_after_its_layout_was_found_is_not_kept_silently() -> None:
+    # pandas 2 makes an index of the array itself: a view of the model's state, which a later
+    # attempt may rewrite after the realization's layout was found (pandas 3 copies it).
+    shared = np.array([1.0, 2.0, 3.0])
+    first = xr.Dataset({"h": ("z", np.zeros(3))}, coords={"z": shared})
+    second = xr.Dataset({"h": ("z", np.ones(3))}, coords={"z": np.array([1.0, 2.0, 3.0])})
+    shared[:] = -1.0
+    stacked = stack([first, second], "realization", [], checked_coords=True)
+    assert stacked is None or stacked["z"].values.tolist() == [1.0, 2.0, 3.0]

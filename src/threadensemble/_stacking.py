@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 __all__ = ["plain_variable", "stack"]
@@ -98,15 +99,20 @@ def _hashed_exactly(var: xr.Variable) -> bool:
     return isinstance(var.dtype, np.dtype) and var.dtype.kind in "biufcmMUS"
 
 
+# pandas 3 copies a NumPy array it makes an index of (copy-on-write); pandas 2 keeps it.
+_INDEXES_OWN_THEIR_VALUES = int(pd.__version__.split(".")[0]) >= 3
+
+
 def _still_equal(var: xr.Variable, other: xr.Variable) -> bool:
     """Whether two coordinates whose layouts were found equal still hold the same values.
 
-    An index coordinate's values are in a pandas index (xarray made it of a copy; nothing
-    changes it); another coordinate's array may have changed since its layout was found
-    (``simulate`` returned a view of its state, which a later attempt rewrote): its bytes are
-    compared, which is much quicker than ``Variable.equals``.
+    A coordinate's array may have changed since its layout was found (``simulate`` returned
+    a view of its state, which a later attempt rewrote): its bytes are compared, which is much
+    quicker than ``Variable.equals``.  Not an index coordinate's with pandas 3 or later, which
+    copies the array it makes an index of (pandas 2 keeps the array itself: its indexes are
+    compared too).
     """
-    if isinstance(var, xr.IndexVariable):
+    if isinstance(var, xr.IndexVariable) and _INDEXES_OWN_THEIR_VALUES:
         return True
     a, b = var.values, other.values
     return a is b or (a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes())
