@@ -15,10 +15,10 @@ differs.
   event; its ``setup`` makes the shared arrays read-only there with ``protect_shared``.
 * A task calls `compute`, as a local worker thread does, with the same seed streams, so the
   ensemble is bitwise identical.  Without ``output_dir`` it returns the `Computed` (the
-  Dataset with its layout).  With one, it
-  writes the file completely under a temporary name (holding its own process's `netcdf_lock`)
-  and returns a `Written`; the completion loop checks the layout and commits the file (an
-  atomic rename) or discards it, so that a realization file exists only once the run accepted it.
+  Dataset with its layout).  With one, it writes the file completely under a temporary name
+  (holding its own process's `netcdf_lock`) and returns a `Written`; the completion loop
+  checks the layout and commits the file (an atomic rename) or discards it, so that a
+  realization file exists only once the run accepted it.
 * Unregistering the plugin at the end (``teardown`` on every worker) sets the cancel event, so
   realizations still running when a run is interrupted see ``cancelled()`` turn True and write
   no file, and frees the workers' copies.

@@ -77,8 +77,8 @@ class Computed:
 
     ``dataset`` is `realize`'s (with the attributes of its file); with an output_dir, what
     `netcdf_ready` made of it.  The completion loop checks the layout against the run's
-    template; that
-    check is a comparison, the layout's hashing and formatting are done by the workers.
+    template; that check is a comparison, the layout's hashing and formatting are done by the
+    workers.
     """
 
     dataset: xr.Dataset
